@@ -1,0 +1,142 @@
+"""CLIPPO: one ViT encodes images and text rendered as images; CLIP-style contrastive model.
+
+The default shares everything (patch embedding, encoder, MAP head and output head), as in the
+paper. ``text_tower`` switches on the weight-sharing ablations of the paper's Table 9.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clippo.models.vit import ViT, ViTConfig, make_head, make_patch_embed
+
+TEXT_TOWERS = ("shared", "separate_embedding", "separate_head", "separate")
+
+
+@dataclass
+class CLIPPOConfig:
+    """A CLIPPO model: the ViT, the embedding size, the temperature init and the renderer."""
+
+    vit: ViTConfig = field(default_factory=lambda: ViTConfig.from_variant("B/16"))
+    out_dim: int = 768
+    temperature_init: float = 10.0
+    text_tower: str = "shared"
+    # Keyword arguments of clippo.render.UnifontRenderer; image_size always follows the ViT's.
+    render: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vit, dict):
+            self.vit = ViTConfig(**self.vit)
+        if self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {self.text_tower!r}")
+        self.vit.num_classes = self.out_dim
+        self.render = {**self.render, "image_size": self.vit.image_size}
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (what ``config.json`` holds)."""
+        return {
+            "model_type": "clippo",
+            "vit": self.vit.to_dict(),
+            "out_dim": self.out_dim,
+            "temperature_init": self.temperature_init,
+            "text_tower": self.text_tower,
+            "render": dict(self.render),
+        }
+
+
+def text_pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 rendered text ``(N, H, W)`` -> float ``(N, 3, H, W)`` in [-1, 1], as big_vision's
+    ``value_range(-1, 1)`` maps 0..255."""
+    if pixels.dtype != torch.uint8 or pixels.ndim != 3:
+        raise ValueError(
+            f"expected uint8 text images (N, H, W), got {pixels.dtype} {tuple(pixels.shape)}"
+        )
+    x = pixels.float() / 127.5 - 1.0
+    return x[:, None].expand(-1, 3, -1, -1)
+
+
+class CLIPPO(nn.Module):
+    """One-tower CLIPPO model with the open_clip interface.
+
+    ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
+    ``encode_text(texts)``: list of strings, rendered with the model's Unifont settings -> the same.
+    ``forward(images, text_pixels)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss.
+    """
+
+    def __init__(self, cfg: CLIPPOConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.image = ViT(cfg.vit)
+        self.text = None
+        if cfg.text_tower == "separate":
+            self.text = ViT(cfg.vit)
+        elif cfg.text_tower == "separate_embedding":
+            self.text_patch_embed = make_patch_embed(cfg.vit)
+        elif cfg.text_tower == "separate_head":
+            self.text_head = make_head(cfg.vit)
+        self.t = nn.Parameter(torch.tensor([math.log(cfg.temperature_init)]))
+        self._renderer = None
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(t): the scale applied to cosine similarities."""
+        return self.t.exp()
+
+    @property
+    def renderer(self):
+        """The Unifont renderer with this model's settings (built on first use)."""
+        if self._renderer is None:
+            from clippo.render import UnifontRenderer
+
+            self._renderer = UnifontRenderer(**self.cfg.render)
+        return self._renderer
+
+    def _device(self) -> torch.device:
+        return self.t.device
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
+        z = self.image(images)
+        return _l2_normalize(z) if normalize else z
+
+    def encode_text_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds already rendered text: uint8 ``(N, H, W)``."""
+        x = text_pixels_to_input(pixels.to(self._device()))
+        tower = self.image
+        if self.text is not None:
+            z = self.text(x)
+        elif self.cfg.text_tower == "separate_embedding":
+            z = tower(x, patch_embed=self.text_patch_embed)
+        elif self.cfg.text_tower == "separate_head":
+            z = self.text_head(tower.forward_features(x)["pre_logits"])
+        else:
+            z = tower(x)
+        return _l2_normalize(z) if normalize else z
+
+    def preprocess_text(self, texts: list[str] | str) -> torch.Tensor:
+        """Renders strings to the uint8 text images the model reads."""
+        return torch.from_numpy(np.ascontiguousarray(self.renderer(texts)))
+
+    def encode_text(self, texts: list[str] | str, normalize: bool = True) -> torch.Tensor:
+        """Embeds strings (any language): renders them with Unifont, then runs the ViT."""
+        if isinstance(texts, str):
+            texts = [texts]
+        pixels = self.preprocess_text(texts)
+        return self.encode_text_pixels(pixels, normalize=normalize)
+
+    def forward(
+        self, images: torch.Tensor, text_pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both embeddings and the logit scale, for the contrastive loss."""
+        return self.encode_image(images), self.encode_text_pixels(text_pixels), self.logit_scale
+
+
+def _l2_normalize(z: torch.Tensor) -> torch.Tensor:
+    # big_vision divides by (norm + 1e-8) rather than clamping the norm.
+    return z / (z.norm(dim=-1, keepdim=True) + 1e-8)
