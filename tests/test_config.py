@@ -1,0 +1,53 @@
+"""Config loading: YAML onto dataclasses, overrides, and errors that name the bad key."""
+
+import pytest
+
+from clippo.cli import resolve_config
+from clippo.train.config import ConfigError, load_config
+
+
+def test_packaged_recipe_loads_with_paper_values():
+    cfg = load_config(resolve_config("clippo_b16_yfcc"))
+    assert cfg.model.name == "clippo-B/16"
+    assert (cfg.data.batch_size, cfg.train.total_steps) == (10240, 250_000)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.wd) == ("adafactor", 1e-3, 1e-4)
+    assert cfg.optim.schedule.warmup_steps == cfg.optim.schedule.cooldown_steps == 10_000
+
+
+def test_overrides_apply_with_yaml_types():
+    cfg = load_config(None, ["optim.lr=3e-4", "data.augment.flip=true", "model.options={depth: 2}"])
+    assert cfg.optim.lr == 3e-4 and cfg.data.augment.flip is True
+    assert cfg.model.options == {"depth": 2}
+
+
+def test_unknown_key_is_named_with_its_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  schedule:\n    warmup_step: 10\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.schedule.warmup_step'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"unknown config key 'trian'"):
+        load_config(None, ["trian.total_steps=3"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.total_steps=abc", r"train.total_steps: expected a number, got 'abc'"),
+        ("train.total_steps=2.5", r"train.total_steps: expected an integer, got 2.5"),
+        ("data.augment.flip=3", r"data.augment.flip: expected true/false, got 3"),
+        ("optim.name=sgd", r"optim.name must be 'adafactor' or 'adamw', got 'sgd'"),
+        ("model.name=clippo-Z/16", r"model.name: unknown model name 'clippo-Z/16'"),
+        ("train.log_every=0", r"train.log_every must be positive, got 0"),
+        ("optim.lr", r"override 'optim.lr' must look like section.key=value"),
+    ],
+)
+def test_bad_values_raise_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config file 'nope'"):
+        resolve_config("nope")
+    with pytest.raises(FileNotFoundError, match="missing.yaml not found"):
+        load_config(tmp_path / "missing.yaml")
