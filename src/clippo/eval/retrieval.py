@@ -1,0 +1,115 @@
+"""Image-text retrieval recall@k (COCO / Flickr30k protocol, several captions per image).
+
+Scores are cosine similarities. Image->text: an image is a hit at k if any of its captions is
+among its k best texts. Text->image: a text is a hit at k if its image is among its k best images.
+
+Tie rule (deterministic, pessimistic): a query's rank is the number of *wrong* candidates scoring
+>= its best correct candidate, and it is a hit at k iff rank < k. A collapsed model whose
+embeddings are all equal therefore gets recall 0 unless k covers (nearly) every candidate.
+big_vision sorts with numpy's unstable argsort, so its ties fall in an unspecified order; exact
+float ties are rare in practice, so results agree with it whenever there are none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+# Scores are computed in blocks of at most this many entries (64 MiB of float32), so e.g.
+# 25k images x 125k captions never materialises the full similarity matrix.
+_BLOCK_ENTRIES = 1 << 24
+
+
+def retrieval_metrics(
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    text_image_ids: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    block_entries: int = _BLOCK_ENTRIES,
+) -> dict[str, float]:
+    """Return `i2t_recall@k` and `t2i_recall@k` (fractions) for each k in `ks`.
+
+    `text_image_ids[j]` is the row of `image_embeddings` that caption j describes. Every image
+    needs at least one caption. As in big_vision, k may exceed the number of candidates (every
+    query is then a hit). `block_entries` bounds the similarity block held in memory at once.
+    """
+    img = torch.as_tensor(image_embeddings).float()
+    txt = torch.as_tensor(text_embeddings).float()
+    ids = torch.as_tensor(text_image_ids)
+    _check_inputs(img, txt, ids, ks)
+    img = img / img.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    txt = txt / txt.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    ids = ids.long()
+
+    i2t_rank = _image_to_text_ranks(img, txt, ids, block_entries)
+    t2i_rank = _text_to_image_ranks(img, txt, ids, block_entries)
+    out = {f"i2t_recall@{k}": (i2t_rank < k).float().mean().item() for k in ks}
+    out.update({f"t2i_recall@{k}": (t2i_rank < k).float().mean().item() for k in ks})
+    return out
+
+
+def _image_to_text_ranks(
+    img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, block_entries: int
+) -> torch.Tensor:
+    """Per image: number of other images' captions scoring >= its best own caption."""
+    n, m = img.shape[0], txt.shape[0]
+    rows = max(1, block_entries // m)
+    ranks = torch.empty(n, dtype=torch.long)
+    for start in range(0, n, rows):
+        scores = img[start : start + rows] @ txt.T
+        own = ids[None, :] == torch.arange(start, start + scores.shape[0])[:, None]
+        best_own = scores.masked_fill(~own, float("-inf")).amax(dim=1, keepdim=True)
+        ranks[start : start + rows] = ((scores >= best_own) & ~own).sum(dim=1)
+    return ranks
+
+
+def _text_to_image_ranks(
+    img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, block_entries: int
+) -> torch.Tensor:
+    """Per text: number of wrong images scoring >= its own image."""
+    m, n = txt.shape[0], img.shape[0]
+    rows = max(1, block_entries // n)
+    ranks = torch.empty(m, dtype=torch.long)
+    for start in range(0, m, rows):
+        scores = txt[start : start + rows] @ img.T
+        own_ids = ids[start : start + rows, None]
+        # The own score is read from the same block, so rounding cannot split a true tie.
+        own_score = scores.gather(1, own_ids)
+        ranks[start : start + rows] = (scores >= own_score).sum(dim=1) - 1
+    return ranks
+
+
+def _check_inputs(
+    img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, ks: Sequence[int]
+) -> None:
+    if img.ndim != 2 or txt.ndim != 2:
+        raise ValueError(
+            f"embeddings must be 2-D, got image {tuple(img.shape)} and text {tuple(txt.shape)}"
+        )
+    if img.shape[1] != txt.shape[1]:
+        raise ValueError(f"embedding dims differ: image D={img.shape[1]}, text D={txt.shape[1]}")
+    if img.shape[0] == 0 or txt.shape[0] == 0:
+        raise ValueError("need at least one image and one text")
+    if ids.ndim != 1 or ids.shape[0] != txt.shape[0]:
+        raise ValueError(
+            f"text_image_ids must have shape ({txt.shape[0]},), one image index per text, "
+            f"got {tuple(ids.shape)}"
+        )
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"text_image_ids must be integer indices, got dtype {ids.dtype}")
+    if ids.min() < 0 or ids.max() >= img.shape[0]:
+        raise ValueError(
+            f"text_image_ids must lie in [0, {img.shape[0]}), got range "
+            f"[{int(ids.min())}, {int(ids.max())}]"
+        )
+    uncaptioned = torch.bincount(ids.long(), minlength=img.shape[0]) == 0
+    if uncaptioned.any():
+        first = uncaptioned.nonzero()[:5].flatten().tolist()
+        raise ValueError(
+            f"{int(uncaptioned.sum())} images have no caption in text_image_ids (e.g. {first})"
+        )
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"every k in ks={tuple(ks)} must be >= 1")
+    if not (torch.isfinite(img).all() and torch.isfinite(txt).all()):
+        raise ValueError("embeddings contain NaN or inf")
