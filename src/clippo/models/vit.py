@@ -155,6 +155,11 @@ class Attention(nn.Module):
         )
         for layer in (self.query, self.key, self.value, self.out):
             nn.init.zeros_(layer.bias)
+        # flax stores these kernels per head; Adafactor factors its second moments on that shape.
+        head_dim = width // num_heads
+        for layer in (self.query, self.key, self.value):
+            layer.weight.adafactor_shape = (num_heads, head_dim, width)
+        self.out.weight.adafactor_shape = (width, num_heads, head_dim)
 
     def forward(self, q_in: torch.Tensor, kv_in: torch.Tensor) -> torch.Tensor:
         n, lq, d = q_in.shape

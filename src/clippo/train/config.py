@@ -59,7 +59,6 @@ class ScheduleConfig:
     cooldown_steps: int = 0
     timescale: int = 10_000
     linear_end: float = 0.0
-    min_lr: float = 0.0
     power: float = 1.0
 
 

@@ -1,0 +1,269 @@
+"""Optimizers with big_vision's update rule: clip, Adafactor or Adam, lr, decoupled wd, schedule.
+
+big_vision chains ``clip_by_global_norm -> optimizer -> scale(lr) -> add_decayed_weights(wd)
+-> scale_by_schedule -> scale(-1)``, so one step is
+
+    p <- p - schedule(step) * (lr * direction(clip(grad)) + wd * p)
+
+Weight decay is scaled by the schedule but not by the learning rate. Each param group holds the
+base ``lr``, its ``wd`` and ``mult``, the schedule multiplier that ``ScheduleMultiplier`` sets
+before every step; ``group["lr"]`` is therefore the base rate, never the scheduled one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+# Weight decay goes to "kernels" only, big_vision's ``.*/kernel$`` mask.
+KERNEL_MODULES = (nn.Linear, nn.Conv2d)
+
+
+def clip_grad_norm_(grads: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """Scales ``grads`` in place to global norm ``max_norm`` as optax does; returns the prior norm.
+
+    Unlike ``torch.nn.utils.clip_grad_norm_`` there is no epsilon: grads whose norm reaches
+    ``max_norm`` become ``grad / norm * max_norm`` exactly, others are left alone. With
+    ``max_norm`` None or 0 (big_vision's "no clipping") the norm is only measured.
+    """
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if max_norm:
+        keep = norm < max_norm
+        for g in grads:
+            g.copy_(torch.where(keep, g, g / norm * max_norm))
+    return norm
+
+
+class _DecoupledOptimizer(torch.optim.Optimizer):
+    """The big_vision chain around a per-parameter update direction supplied by a subclass."""
+
+    def __init__(self, params, defaults: dict, grad_clip_norm: float | None):
+        super().__init__(params, {**defaults, "mult": 1.0})
+        self.grad_clip_norm = grad_clip_norm
+        self.grad_norm = torch.zeros(())  # global gradient norm before clipping, last step
+
+    def _direction(
+        self, p: torch.Tensor, g: torch.Tensor, state: dict, group: dict
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Clips all gradients by their global norm, then updates every parameter with a grad."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with_grad = [
+            (p, group) for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        # Clip copies so that p.grad still holds what backward produced.
+        grads = [p.grad.clone() for p, _ in with_grad]
+        self.grad_norm = clip_grad_norm_(grads, self.grad_clip_norm)
+        for (p, group), g in zip(with_grad, grads, strict=True):
+            update = self._direction(p, g, self.state[p], group).mul_(group["lr"])
+            if group["wd"]:
+                update.add_(p, alpha=group["wd"])
+            p.sub_(update.mul_(group["mult"]))
+        return loss
+
+
+class Adafactor(_DecoupledOptimizer):
+    """big_vision's Adafactor (``big_vision.scale_by_adafactor``) with its lr, wd and clipping.
+
+    Second moments are factored over the two largest dims when the smaller of them has at least
+    ``min_dim_size_to_factor`` entries; their decay is ``min(beta2_cap, 1 - t**-decay_rate)``
+    with ``t = step - decay_offset + 1``. Momentum (no bias correction) is stored in
+    ``momentum_dtype``. There is no parameter-scale multiplier and no relative step size.
+
+    A parameter may carry ``adafactor_shape``, the shape its JAX counterpart has (a view of the
+    same memory): flax's attention kernels are (width, heads, head_dim), so big_vision factors
+    them per head, which a (width, width) ``nn.Linear`` weight alone would not.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        *,
+        wd: float = 0.0,
+        grad_clip_norm: float | None = None,
+        min_dim_size_to_factor: int = 32,
+        decay_rate: float = 0.8,
+        decay_offset: int = 0,
+        beta2_cap: float = 0.999,
+        clipping_threshold: float | None = None,
+        momentum: float | None = 0.9,
+        momentum_dtype: torch.dtype = torch.bfloat16,
+        eps: float = 1e-30,
+    ):
+        defaults = dict(
+            lr=lr,
+            wd=wd,
+            min_dim_size_to_factor=min_dim_size_to_factor,
+            decay_rate=decay_rate,
+            decay_offset=decay_offset,
+            beta2_cap=beta2_cap,
+            clipping_threshold=clipping_threshold,
+            momentum=momentum,
+            eps=eps,
+        )
+        self.momentum_dtype = momentum_dtype
+        super().__init__(params, defaults, grad_clip_norm)
+
+    @staticmethod
+    def factored_dims(shape: torch.Size, min_dim_size_to_factor: int) -> tuple[int, int] | None:
+        """The (second largest, largest) dims to factor over, or None to keep a full moment."""
+        if len(shape) < 2:
+            return None
+        order = sorted(range(len(shape)), key=lambda d: shape[d])
+        if shape[order[-2]] < min_dim_size_to_factor:
+            return None
+        return order[-2], order[-1]
+
+    def _direction(self, p, g, state, group):
+        shape = torch.Size(getattr(p, "adafactor_shape", p.shape))
+        g = g.view(shape)
+        dims = self.factored_dims(shape, group["min_dim_size_to_factor"])
+        if not state:
+            state["step"] = 0
+            if dims is None:
+                state["v"] = p.new_zeros(shape)
+            else:
+                state["v_row"] = p.new_zeros(shape[: dims[1]] + shape[dims[1] + 1 :])
+                state["v_col"] = p.new_zeros(shape[: dims[0]] + shape[dims[0] + 1 :])
+            if group["momentum"]:
+                state["momentum"] = torch.zeros_like(p, dtype=self.momentum_dtype)
+        t = state["step"] - group["decay_offset"] + 1.0
+        beta2 = min(group["beta2_cap"], 1.0 - t ** -group["decay_rate"])
+        state["step"] += 1
+        g_sq = g * g + group["eps"]
+        if dims is None:
+            v = state["v"].mul_(beta2).add_(g_sq, alpha=1.0 - beta2)
+            update = g * v.rsqrt()
+        else:
+            d1, d0 = dims  # v_row averages out the largest dim d0, v_col the other one
+            v_row = state["v_row"].mul_(beta2).add_(g_sq.mean(dim=d0), alpha=1.0 - beta2)
+            v_col = state["v_col"].mul_(beta2).add_(g_sq.mean(dim=d1), alpha=1.0 - beta2)
+            row_mean = v_row.mean(dim=d1 - 1 if d1 > d0 else d1, keepdim=True)
+            update = g * (v_row / row_mean).rsqrt().unsqueeze(d0) * v_col.rsqrt().unsqueeze(d1)
+        update = update.view(p.shape)
+        if group["clipping_threshold"]:
+            rms = update.square().mean().sqrt()
+            update = update / torch.clamp(rms / group["clipping_threshold"], min=1.0)
+        if group["momentum"]:
+            # optax multiplies the stored momentum by the decay as a weakly typed scalar, so in
+            # the momentum's own dtype (0.9 -> 0.8984375 in bfloat16), and returns the float32
+            # average before storing it rounded (to nearest even, as torch's cast also does).
+            decay = torch.tensor(group["momentum"], dtype=self.momentum_dtype).item()
+            m = state["momentum"].float().mul_(decay).add_(update, alpha=1.0 - group["momentum"])
+            state["momentum"] = m.to(self.momentum_dtype, copy=True)  # update is scaled in place
+            update = m
+        return update
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads like torch, then restores the momentum dtype that torch casts to the param's."""
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            if "momentum" in state:
+                state["momentum"] = state["momentum"].to(self.momentum_dtype)
+
+
+class AdamW(_DecoupledOptimizer):
+    """Adam (``optax.scale_by_adam``) inside the same chain as ``Adafactor``: interchangeable."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        *,
+        wd: float = 0.0,
+        grad_clip_norm: float | None = None,
+        b1: float = 0.9,
+        b2: float = 0.999,
+        eps: float = 1e-8,
+        eps_root: float = 0.0,
+    ):
+        defaults = dict(lr=lr, wd=wd, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+        super().__init__(params, defaults, grad_clip_norm)
+
+    def _direction(self, p, g, state, group):
+        if not state:
+            state.update(step=0, mu=torch.zeros_like(p), nu=torch.zeros_like(p))
+        b1, b2 = group["b1"], group["b2"]
+        state["step"] += 1
+        mu = state["mu"].mul_(b1).add_(g, alpha=1.0 - b1)
+        nu = state["nu"].mul_(b2).add_(g * g, alpha=1.0 - b2)
+        mu_hat = mu / (1.0 - b1 ** state["step"])
+        nu_hat = nu / (1.0 - b2 ** state["step"])
+        return mu_hat / ((nu_hat + group["eps_root"]).sqrt() + group["eps"])
+
+
+OPTIMIZERS = {"adafactor": Adafactor, "adamw": AdamW}
+
+
+class ScheduleMultiplier:
+    """Sets each param group's ``mult`` to ``schedule(step)``; call ``step()`` after each update."""
+
+    def __init__(self, optimizer: _DecoupledOptimizer, schedule: Callable[[int], float]):
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.last_step = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        mult = self.schedule(self.last_step)
+        for group in self.optimizer.param_groups:
+            group["mult"] = mult
+
+    def step(self) -> None:
+        """Advances to the next training step."""
+        self.last_step += 1
+        self._apply()
+
+    def state_dict(self) -> dict:
+        """The step count (the schedule itself is code, rebuilt from the config)."""
+        return {"last_step": self.last_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Resumes at the saved step."""
+        self.last_step = state_dict["last_step"]
+        self._apply()
+
+
+def param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Splits trainable parameters into (kernels, the rest): weights of Linear and Conv2d decay."""
+    kernel_ids = {id(m.weight) for m in model.modules() if isinstance(m, KERNEL_MODULES)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if id(p) in kernel_ids else no_decay).append(p)
+    return decay, no_decay
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    name: str = "adafactor",
+    lr: float,
+    wd: float,
+    schedule: Callable[[int], float],
+    grad_clip_norm: float | None = 1.0,
+    **opt_kwargs,
+) -> tuple[_DecoupledOptimizer, ScheduleMultiplier]:
+    """Builds big_vision's optimizer chain over the trainable params of ``model``.
+
+    Frozen params (``requires_grad=False``) are left out. ``optimizer.step()`` clips the
+    gradients by global norm itself and keeps the pre-clip norm in ``optimizer.grad_norm``;
+    call ``scheduler.step()`` after it.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    decay, no_decay = param_groups(model)
+    groups = [{"params": ps, "wd": w} for ps, w in ((decay, wd), (no_decay, 0.0)) if ps]
+    optimizer = OPTIMIZERS[name](groups, lr, wd=wd, grad_clip_norm=grad_clip_norm, **opt_kwargs)
+    return optimizer, ScheduleMultiplier(optimizer, schedule)
