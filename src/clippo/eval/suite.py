@@ -50,20 +50,23 @@ def embed_shards(
     batch_size: int = 256,
     max_examples: int | None = None,
     with_texts: bool = True,
+    captions: str = "all",
     workers: int = 0,
 ) -> EmbeddedSet:
-    """Embeds every image of ``pattern`` and, with ``with_texts``, every one of its captions."""
+    """Embeds every image of ``pattern`` and, with ``with_texts``, its captions: every text
+    field (``captions="all"``) or the first one (``"first"``, one image/text pair each)."""
     device = next(model.parameters()).device
     images, texts, ids, labels, keys = [], [], [], [], []
     n = 0
-    for batch in _loader(pattern, model, batch_size, "all" if with_texts else "first", workers):
+    for batch in _loader(pattern, model, batch_size, "first", workers):
         images.append(model.encode_image(batch["image"].to(device)).float().cpu())
         labels.append(batch["label"])
         keys.extend(batch["key"])
         if with_texts:
-            for i, captions in enumerate(batch["texts"]):
-                texts.extend(captions)
-                ids.extend([n + i] * len(captions))
+            for i, fields in enumerate(batch["texts"]):
+                fields = fields if captions == "all" else fields[:1]
+                texts.extend(fields)
+                ids.extend([n + i] * len(fields))
         n += len(batch["key"])
         if max_examples is not None and n >= max_examples:
             break
@@ -94,7 +97,9 @@ def evaluate(model, cfg, *, val: EmbeddedSet | None = None) -> dict[str, float]:
     was_training = model.training
     model.eval()
     ev = cfg.eval
-    val = val or embed_shards(model, cfg.data.val, batch_size=ev.batch_size)
+    val = val or embed_shards(
+        model, cfg.data.val, batch_size=ev.batch_size, captions=ev.captions
+    )
     out: dict[str, float] = {}
     if ev.retrieval:
         out.update(retrieval_metrics(val.image, val.text, val.text_image_ids, ks=(1, 5, 10)))

@@ -94,6 +94,7 @@ class EvalConfig:
     """Evaluations run on the validation shards."""
 
     retrieval: bool = True
+    captions: str = "all"  # retrieval captions per image: "all" fields (COCO-style) or "first"
     zeroshot: str | None = "openclipart"  # a prompt set from clippo/assets/prompts
     fewshot_shots: list[int] = field(default_factory=lambda: [10])
     fewshot_train_examples: int = 2000  # labelled training examples embedded for the probe
@@ -224,5 +225,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for name in ("total_steps", "log_every", "ckpt_every", "keep_ckpts"):
         if getattr(cfg.train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(cfg.train, name)}")
+    if cfg.eval.captions not in ("all", "first"):
+        raise ConfigError(f"eval.captions must be 'all' or 'first', got {cfg.eval.captions!r}")
     if cfg.data.batch_size <= 1:
         raise ConfigError(f"data.batch_size must be at least 2, got {cfg.data.batch_size}")

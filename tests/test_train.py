@@ -1,0 +1,100 @@
+"""The training loop: exact resume, the NaN stop, work-directory safety, the CLI end to end."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import clippo.losses
+from clippo.cli import main
+from clippo.train.checkpoint import list_checkpoints
+from clippo.train.config import load_config
+from clippo.train.loop import NonFiniteLossError, train
+
+
+def _cfg(shards, steps, **extra):
+    out, stats = shards
+    tree = {
+        "model": {"name": "clippo-mu/16", "options": {"image_size": 32, "out_dim": 16}},
+        "data": {
+            "train": str(out / stats["train_pattern"]),
+            "val": str(out / stats["val_pattern"]),
+            "batch_size": 8,
+            "workers": 2,
+            "shuffle_buffer": 20,
+            "augment": {"flip": True, "random_resized_crop": [0.5, 1.0]},
+        },
+        "optim": {"name": "adafactor", "lr": 1e-3, "wd": 1e-4,
+                  "schedule": {"decay_type": "rsqrt", "timescale": 5, "warmup_steps": 3,
+                               "cooldown_steps": 3}},
+        "train": {"total_steps": steps, "log_every": 5, "ckpt_every": 10, "keep_ckpts": 2},
+        "eval": {"fewshot_train_examples": 60, "captions": "first"},
+    }
+    for k, v in extra.items():
+        tree[k].update(v)
+    return load_config(tree)
+
+
+def test_resume_continues_exactly(openclipart_small, tmp_path):
+    cfg = _cfg(openclipart_small, 20, train={"keep_ckpts": 5})
+    train(cfg, tmp_path / "straight")
+    final = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    # Simulate a job killed after its step-10 checkpoint: drop everything written later.
+    ckpts = dict(list_checkpoints(tmp_path / "straight" / "checkpoints"))
+    assert sorted(ckpts) == [10, 20]
+    ckpts[20].unlink()
+    for f in (tmp_path / "straight" / "model").iterdir():
+        f.unlink()
+    train(cfg, tmp_path / "straight", resume=True)
+    resumed = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    assert final.keys() == resumed.keys()
+    for k in final:
+        torch.testing.assert_close(resumed[k], final[k], rtol=0, atol=0, msg=k)
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(
+    openclipart_small, tmp_path, monkeypatch
+):
+    calls = {"n": 0}
+    real = clippo.losses.contrastive_loss
+
+    def poisoned(zimg, ztxt, scale):
+        calls["n"] += 1
+        loss, extras = real(zimg, ztxt, scale)
+        return (loss * float("nan") if calls["n"] == 13 else loss), extras
+
+    monkeypatch.setattr(clippo.losses, "contrastive_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 13"):
+        train(_cfg(openclipart_small, 20), tmp_path)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [10]
+    assert not (tmp_path / "model").exists()
+
+
+def test_refuses_to_overwrite_checkpoints_without_resume(openclipart_small, tmp_path):
+    cfg = _cfg(openclipart_small, 10)
+    train(cfg, tmp_path)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(cfg, tmp_path)
+
+
+def test_cli_train_writes_workdir_and_evaluates(openclipart_small, tmp_path, capsys):
+    out, stats = openclipart_small
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(_cfg(openclipart_small, 10).to_dict()))
+    assert main(["train", str(cfg), "--workdir", str(tmp_path / "w"),
+                 "--set", "train.ckpt_every=4", "--set", "train.keep_ckpts=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "i2t_recall@1" in printed and "zeroshot_top1" in printed
+    w = tmp_path / "w"
+    assert [s for s, _ in list_checkpoints(w / "checkpoints")] == [10]
+    records = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [5, 10]
+    assert 0.0 <= records[-1]["i2t_recall@1"] <= 1.0
+    assert (w / "model" / "config.json").is_file()
+
+
+def test_cli_reports_bad_config_key(tmp_path, capsys):
+    assert main(["train", "clippo_b16_yfcc", "--workdir", str(tmp_path),
+                 "--set", "optim.lrr=1"]) == 2
+    assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
