@@ -131,13 +131,17 @@ def check_otf(otf: Path, plane0: dict[int, bytes]) -> list[int]:
     """Compare the rasterised plane-0 OTF with unifont.hex and print the agreement."""
     raster = rasterise_otf(otf)
     same = sum(
-        1 for cp, (_, bm) in raster.items()
+        1
+        for cp, (_, bm) in raster.items()
         if cp in plane0 and to_cell_bytes(bytes.fromhex(bitmap_to_hex(bm))) == plane0[cp]
     )
     common = len(raster.keys() & plane0.keys())
     print(f"{otf.name}: {same}/{common} glyphs identical to unifont.hex")
-    return [cp for cp, (_, bm) in raster.items()
-            if cp in plane0 and to_cell_bytes(bytes.fromhex(bitmap_to_hex(bm))) != plane0[cp]]
+    return [
+        cp
+        for cp, (_, bm) in raster.items()
+        if cp in plane0 and to_cell_bytes(bytes.fromhex(bitmap_to_hex(bm))) != plane0[cp]
+    ]
 
 
 def main() -> None:
@@ -171,8 +175,10 @@ def main() -> None:
     for src, name in ((COPYRIGHT, "COPYRIGHT"), (GPL2, "GPL-2")):
         if src.exists():
             shutil.copyfile(src, args.out.parent / name)
-    print(f"wrote {len(cps)} glyphs ({len(plane0)} plane 0, {len(upper)} planes 1+) to "
-          f"{args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    print(
+        f"wrote {len(cps)} glyphs ({len(plane0)} plane 0, {len(upper)} planes 1+) to "
+        f"{args.out} ({args.out.stat().st_size / 1e6:.2f} MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -69,18 +69,52 @@ def edge_case_texts() -> list[str | bytes]:
     """Hand-written strings for the details that decide pixels."""
     long_text = "The quick brown fox jumps over the lazy dog. " * 20
     return [
-        "", " ", "   ", "\t", "\n", "\t\n\r ", "\x00", "\x00\x01\x1f\x7f", "a\tb\nc\rd",
-        "A Photo Of A CAT", "MiXeD CaSe ÀÉÎÕÜ ÇÑ ΣΩΔ ЖЩЯ İSTANBUL ǅ", "ÄÖÜ äöü ß ẞ",
+        "",
+        " ",
+        "   ",
+        "\t",
+        "\n",
+        "\t\n\r ",
+        "\x00",
+        "\x00\x01\x1f\x7f",
+        "a\tb\nc\rd",
+        "A Photo Of A CAT",
+        "MiXeD CaSe ÀÉÎÕÜ ÇÑ ΣΩΔ ЖЩЯ İSTANBUL ǅ",
+        "ÄÖÜ äöü ß ẞ",
         "e\u0301 a\u0300 o\u0308 n\u0303 \u0301\u0302\u0303 Z\u0351\u0352\u0353\u0354",
-        "Ελληνικά γράμματα", "Кириллица и ёлка", "العربية نص", "עברית טקסט", "हिन्दी पाठ",
-        "ภาษาไทย", "中文文本，日本語のテキスト", "한국어 텍스트", "😀🐱🚀 emoji 👍🏽 👨‍👩‍👧",
+        "Ελληνικά γράμματα",
+        "Кириллица и ёлка",
+        "العربية نص",
+        "עברית טקסט",
+        "हिन्दी पाठ",
+        "ภาษาไทย",
+        "中文文本，日本語のテキスト",
+        "한국어 텍스트",
+        "😀🐱🚀 emoji 👍🏽 👨‍👩‍👧",
         "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝐁𝐨𝐥𝐝 𐍈 𓀀 🀄 \U0001f9ff \U000e0041 \U0010fffd \U000f0000",
-        "\ufffd \ufeff \u200b\u200c\u200d \u2028\u2029 \ue000", "iiiiiiiiii" * 30, "W" * 200,
-        "M" * 800, long_text, long_text[:767], long_text[:768], long_text[:769],
-        "x" * 5000, " " * 1000, "\u4e00" * 300, "a" + "\u0301" * 800,
+        "\ufffd \ufeff \u200b\u200c\u200d \u2028\u2029 \ue000",
+        "iiiiiiiiii" * 30,
+        "W" * 200,
+        "M" * 800,
+        long_text,
+        long_text[:767],
+        long_text[:768],
+        long_text[:769],
+        "x" * 5000,
+        " " * 1000,
+        "\u4e00" * 300,
+        "a" + "\u0301" * 800,
         # Invalid UTF-8 and CESU/surrogate bytes: the reference replaces them with U+FFFD.
-        b"\xff\xfe", b"abc\x80def", b"\xc0\xaf", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed\xa0\x80",
-        b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80", b"ABC\xedDEF", b"\xc3\x28\xa0\xa1",
+        b"\xff\xfe",
+        b"abc\x80def",
+        b"\xc0\xaf",
+        b"\xe2\x82",
+        b"\xf0\x9f\x98",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xf8\x88\x80\x80\x80",
+        b"ABC\xedDEF",
+        b"\xc3\x28\xa0\xa1",
         "lone \ud800 surrogate".encode("utf-8", "surrogatepass"),
         "pair \ud83d\ude00 as surrogates".encode("utf-8", "surrogatepass"),
     ]
@@ -100,17 +134,27 @@ def load_reference(big_vision: Path, plane0_hex: Path, upper_hex: Path):
     if (big_vision / PP_OPS).exists():
         source = (big_vision / PP_OPS).read_text()
     else:  # a bare repository, as fetched into /work/.mirror
-        source = subprocess.run(["git", "-C", str(big_vision), "show", f"HEAD:{PP_OPS}"],
-                                check=True, capture_output=True, text=True).stdout
+        source = subprocess.run(
+            ["git", "-C", str(big_vision), "show", f"HEAD:{PP_OPS}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     # pp_ops.py imports these three names only to register the op with big_vision's pipeline.
     utils = types.ModuleType("big_vision.pp.utils")
-    utils.InKeyOutKey = lambda **_: (lambda fn: fn)
+    utils.InKeyOutKey = lambda **_: lambda fn: fn
     registry = types.ModuleType("big_vision.pp.registry")
-    registry.Registry = types.SimpleNamespace(register=lambda _: (lambda fn: fn))
+    registry.Registry = types.SimpleNamespace(register=lambda _: lambda fn: fn)
     pp = types.ModuleType("big_vision.pp")
     pp.utils = utils
-    sys.modules.update({"big_vision": types.ModuleType("big_vision"), "big_vision.pp": pp,
-                        "big_vision.pp.utils": utils, "big_vision.pp.registry": registry})
+    sys.modules.update(
+        {
+            "big_vision": types.ModuleType("big_vision"),
+            "big_vision.pp": pp,
+            "big_vision.pp.utils": utils,
+            "big_vision.pp.registry": registry,
+        }
+    )
     module = types.ModuleType("reference_pp_ops")
     exec(compile(source, PP_OPS, "exec"), module.__dict__)
 
@@ -187,11 +231,18 @@ def main() -> None:
     offsets = np.cumsum([0] + [len(t) for t in texts]).astype(np.int64)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
-        args.out, texts_blob=np.frombuffer(blob, np.uint8), texts_offsets=offsets,
-        configs=np.array(json.dumps(configs)), reference_errors=np.array(json.dumps(errors)),
-        tensorflow_version=np.array(tf.__version__), **arrays)
-    print(f"{len(texts)} texts -> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB); "
-          f"reference errors: {errors}")
+        args.out,
+        texts_blob=np.frombuffer(blob, np.uint8),
+        texts_offsets=offsets,
+        configs=np.array(json.dumps(configs)),
+        reference_errors=np.array(json.dumps(errors)),
+        tensorflow_version=np.array(tf.__version__),
+        **arrays,
+    )
+    print(
+        f"{len(texts)} texts -> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB); "
+        f"reference errors: {errors}"
+    )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,12 @@ def _worker(rank, world, port, out):
         loss.backward()
         if rank == 0:
             # numpy, not tensors: tensors travel as shared memory that dies with this process.
-            out.put((loss.item(), {k: p.grad.numpy().copy() for k, p in model.module.named_parameters()}))
+            out.put(
+                (
+                    loss.item(),
+                    {k: p.grad.numpy().copy() for k, p in model.module.named_parameters()},
+                )
+            )
     finally:
         dist.destroy_process_group()
 

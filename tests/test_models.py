@@ -28,7 +28,12 @@ def test_untied_clippo_has_two_full_vits():
 def test_vit_variant_table_and_patch_from_name():
     cfg = ViTConfig.from_variant("So400m/14", image_size=224)
     assert (cfg.width, cfg.depth, cfg.mlp_dim, cfg.num_heads, cfg.patch_size) == (
-        1152, 27, 4304, 16, 14)
+        1152,
+        27,
+        4304,
+        16,
+        14,
+    )
 
 
 def test_unknown_variant_and_model_name_raise():
@@ -72,7 +77,8 @@ def test_shared_tower_encodes_text_pixels_like_images():
     model = _tiny().eval()
     px = torch.randint(0, 2, (2, 32, 32), dtype=torch.uint8) * 127
     torch.testing.assert_close(
-        model.encode_text_pixels(px), model.encode_image(text_pixels_to_input(px)))
+        model.encode_text_pixels(px), model.encode_image(text_pixels_to_input(px))
+    )
 
 
 @pytest.mark.parametrize("tower", ["separate", "separate_embedding", "separate_head"])
@@ -80,14 +86,18 @@ def test_untied_text_towers_differ_from_image_path(tower):
     model = _tiny(text_tower=tower).eval()
     px = torch.randint(0, 2, (2, 32, 32), dtype=torch.uint8) * 127
     assert not torch.allclose(
-        model.encode_text_pixels(px), model.encode_image(text_pixels_to_input(px)))
+        model.encode_text_pixels(px), model.encode_image(text_pixels_to_input(px))
+    )
 
 
 @pytest.mark.parametrize("pool", ["map", "gap", "tok"])
 @pytest.mark.parametrize("posemb", ["learn", "sincos2d"])
 def test_vit_pooling_and_posemb_options(pool, posemb):
-    vit = ViT(ViTConfig.from_variant("mu/8", image_size=32, pool_type=pool, posemb=posemb,
-                                     num_classes=5, rep_size=7))
+    vit = ViT(
+        ViTConfig.from_variant(
+            "mu/8", image_size=32, pool_type=pool, posemb=posemb, num_classes=5, rep_size=7
+        )
+    )
     out = vit.forward_features(torch.zeros(2, 3, 32, 32))
     assert out["encoded"].shape == (2, 16 + (pool == "tok"), 32)
     assert out["pre_logits"].shape == (2, 7) and out["logits"].shape == (2, 5)

@@ -233,8 +233,11 @@ def test_packaged_table_equals_debian_unifont_hex_for_plane0():
     from_hex = UnifontRenderer(hex_files=[PLANE0_HEX])
     packaged = UnifontRenderer()
     _, index, _ = CASES[0]
-    plane0 = [TEXTS[i] for i in index if all(ord(c) < 0x10000 for c in TEXTS[i].decode(
-        "utf-8", "replace"))]
+    plane0 = [
+        TEXTS[i]
+        for i in index
+        if all(ord(c) < 0x10000 for c in TEXTS[i].decode("utf-8", "replace"))
+    ]
     np.testing.assert_array_equal(from_hex(plane0), packaged(plane0))
 
 
@@ -245,10 +248,16 @@ def test_packaged_table_is_compact():
 
 def test_render_module_does_not_import_torch():
     tree = ast.parse(Path(render_module.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import | ast.ImportFrom)
-                for alias in (node.names if isinstance(node, ast.Import) else
-                              [type("A", (), {"name": node.module or ""})])}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (
+            node.names
+            if isinstance(node, ast.Import)
+            else [type("A", (), {"name": node.module or ""})]
+        )
+    }
     assert "torch" not in imported and "tensorflow" not in imported
 
 

@@ -25,9 +25,17 @@ def _cfg(shards, steps, **extra):
             "shuffle_buffer": 20,
             "augment": {"flip": True, "random_resized_crop": [0.5, 1.0]},
         },
-        "optim": {"name": "adafactor", "lr": 1e-3, "wd": 1e-4,
-                  "schedule": {"decay_type": "rsqrt", "timescale": 5, "warmup_steps": 3,
-                               "cooldown_steps": 3}},
+        "optim": {
+            "name": "adafactor",
+            "lr": 1e-3,
+            "wd": 1e-4,
+            "schedule": {
+                "decay_type": "rsqrt",
+                "timescale": 5,
+                "warmup_steps": 3,
+                "cooldown_steps": 3,
+            },
+        },
         "train": {"total_steps": steps, "log_every": 5, "ckpt_every": 10, "keep_ckpts": 2},
         "eval": {"fewshot_train_examples": 60, "captions": "first"},
     }
@@ -82,8 +90,21 @@ def test_cli_train_writes_workdir_and_evaluates(openclipart_small, tmp_path, cap
     out, stats = openclipart_small
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps(_cfg(openclipart_small, 10).to_dict()))
-    assert main(["train", str(cfg), "--workdir", str(tmp_path / "w"),
-                 "--set", "train.ckpt_every=4", "--set", "train.keep_ckpts=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(cfg),
+                "--workdir",
+                str(tmp_path / "w"),
+                "--set",
+                "train.ckpt_every=4",
+                "--set",
+                "train.keep_ckpts=1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "i2t_recall@1" in printed and "zeroshot_top1" in printed
     w = tmp_path / "w"
@@ -95,6 +116,7 @@ def test_cli_train_writes_workdir_and_evaluates(openclipart_small, tmp_path, cap
 
 
 def test_cli_reports_bad_config_key(tmp_path, capsys):
-    assert main(["train", "clippo_b16_yfcc", "--workdir", str(tmp_path),
-                 "--set", "optim.lrr=1"]) == 2
+    assert (
+        main(["train", "clippo_b16_yfcc", "--workdir", str(tmp_path), "--set", "optim.lrr=1"]) == 2
+    )
     assert "unknown config key 'optim.lrr'" in capsys.readouterr().err

@@ -39,8 +39,10 @@ def _read_hex(path: Path) -> dict[int, bytes]:
             except ValueError:
                 code, raw = -1, b""
             if not sep or not 0 <= code < _N_CODEPOINTS or len(raw) not in (16, 32):
-                raise ValueError(f"{path}:{lineno}: not a Unifont glyph line "
-                                 f"('XXXX:' + 32 or 64 hex digits): {line[:80]!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: not a Unifont glyph line "
+                    f"('XXXX:' + 32 or 64 hex digits): {line[:80]!r}"
+                )
             if len(raw) == 16:
                 cell = bytearray(32)
                 cell[0::2] = raw
@@ -76,7 +78,7 @@ def _layout_tables(
     index = np.zeros(_N_CODEPOINTS, np.int32)
     index[cps] = np.arange(1, len(cps) + 1, dtype=np.int32)
     if lower:  # tf.strings.lower with its default encoding lowercases ASCII A-Z only
-        index[ord("A"):ord("Z") + 1] = index[ord("a"):ord("z") + 1]
+        index[ord("A") : ord("Z") + 1] = index[ord("a") : ord("z") + 1]
     bits = np.unpackbits(glyph_bytes, axis=1).reshape(-1, CELL, CELL)  # (glyph, row, col)
     # Each column as a 16-bit mask, top row in the most significant bit.
     packed = np.ascontiguousarray(np.packbits(bits.transpose(0, 2, 1), axis=2))
@@ -168,10 +170,15 @@ class UnifontRenderer:
     def config(self) -> dict[str, Any]:
         """Constructor arguments as a JSON-serialisable dict; ``UnifontRenderer(**d)`` rebuilds."""
         return {
-            "image_size": self.image_size, "font_size": self.font_size,
-            "max_chars": self.max_chars, "background": self.background,
-            "foreground": self.foreground, "lower": self.lower, "monospace": self.monospace,
-            "spacing": self.spacing, "min_width": self.min_width,
+            "image_size": self.image_size,
+            "font_size": self.font_size,
+            "max_chars": self.max_chars,
+            "background": self.background,
+            "foreground": self.foreground,
+            "lower": self.lower,
+            "monospace": self.monospace,
+            "spacing": self.spacing,
+            "min_width": self.min_width,
             "hex_files": None if self.hex_files is None else list(self.hex_files),
         }
 
@@ -213,7 +220,11 @@ class UnifontRenderer:
         return self([_as_str(a) + " [SEP] " + _as_str(b) for a, b in pairs])
 
     def render_question_on_image(
-        self, image: Any, question: str | bytes, *, image_size: int | None = None,
+        self,
+        image: Any,
+        question: str | bytes,
+        *,
+        image_size: int | None = None,
         max_lines: int = 4,
     ) -> np.ndarray:
         """Draw ``question`` in 16-px lines at the top and the image resized below (VQA input).
@@ -225,8 +236,11 @@ class UnifontRenderer:
         """
         from PIL import Image
 
-        size = self.image_size if image_size is None else _check_int("image_size", image_size,
-                                                                      CELL + 1)
+        size = (
+            self.image_size
+            if image_size is None
+            else _check_int("image_size", image_size, CELL + 1)
+        )
         max_lines = _check_int("max_lines", max_lines, 1, size // CELL - 1)
         text = self._render([_as_str(question)], size)[0]
         inked = (text != self.background).reshape(-1, size).any(1)[: size // CELL * CELL]
@@ -236,17 +250,23 @@ class UnifontRenderer:
             pil = image.convert("RGB")
         else:
             array = np.asarray(image)
-            if array.dtype != np.uint8 or array.ndim not in (2, 3) or (
-                array.ndim == 3 and array.shape[2] not in (1, 3)
+            if (
+                array.dtype != np.uint8
+                or array.ndim not in (2, 3)
+                or (array.ndim == 3 and array.shape[2] not in (1, 3))
             ):
-                raise ValueError("image must be a PIL image or uint8 array of shape (H, W) or "
-                                 f"(H, W, 3), got {array.dtype} {array.shape}")
-            pil = Image.fromarray(array.reshape(array.shape[:2]) if array.ndim == 3
-                                  and array.shape[2] == 1 else array).convert("RGB")
+                raise ValueError(
+                    "image must be a PIL image or uint8 array of shape (H, W) or "
+                    f"(H, W, 3), got {array.dtype} {array.shape}"
+                )
+            pil = Image.fromarray(
+                array.reshape(array.shape[:2]) if array.ndim == 3 and array.shape[2] == 1 else array
+            ).convert("RGB")
         out = np.empty((size, size, 3), np.uint8)
         out[: lines * CELL] = text[: lines * CELL, :, None]
-        out[lines * CELL:] = np.asarray(pil.resize((size, size - lines * CELL),
-                                                   Image.Resampling.BILINEAR))
+        out[lines * CELL :] = np.asarray(
+            pil.resize((size, size - lines * CELL), Image.Resampling.BILINEAR)
+        )
         return out
 
     @staticmethod
@@ -273,8 +293,15 @@ class UnifontRenderer:
             self._draw(out, index[codepoints], lengths, widths, columns, size)
         return out if size % CELL == 0 else np.ascontiguousarray(out[:, :size])
 
-    def _draw(self, out: np.ndarray, glyphs: np.ndarray, lengths: np.ndarray,
-              widths: np.ndarray, columns: np.ndarray, size: int) -> None:
+    def _draw(
+        self,
+        out: np.ndarray,
+        glyphs: np.ndarray,
+        lengths: np.ndarray,
+        widths: np.ndarray,
+        columns: np.ndarray,
+        size: int,
+    ) -> None:
         """Scatter the glyph columns of all texts into ``out`` (background-filled)."""
         n_bands = out.shape[1] // CELL
         text_id = np.repeat(np.arange(len(lengths)), lengths)
@@ -292,8 +319,7 @@ class UnifontRenderer:
         line = np.floor(cum / (size - widest).astype(np.float32)[text_id]).astype(np.int64)
         keep = line < n_bands
         if not keep.all():
-            glyphs, w, begins, line, text_id = (
-                a[keep] for a in (glyphs, w, begins, line, text_id))
+            glyphs, w, begins, line, text_id = (a[keep] for a in (glyphs, w, begins, line, text_id))
         slot = text_id * n_bands + line
         new_line = np.ones(len(slot), bool)
         new_line[1:] = slot[1:] != slot[:-1]
@@ -313,11 +339,14 @@ class UnifontRenderer:
 def draw_patch_grid(image: np.ndarray, patch: int = 16) -> np.ndarray:
     """Return an RGB copy of ``image`` with the ViT patch grid drawn in red (1-px lines)."""
     image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
-        image.ndim == 3 and image.shape[2] != 3
+    if (
+        image.dtype != np.uint8
+        or image.ndim not in (2, 3)
+        or (image.ndim == 3 and image.shape[2] != 3)
     ):
-        raise ValueError(f"image must be uint8 (H, W) or (H, W, 3), got {image.dtype} "
-                         f"{image.shape}")
+        raise ValueError(
+            f"image must be uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}"
+        )
     patch = _check_int("patch", patch, 1)
     rgb = UnifontRenderer.to_rgb(image) if image.ndim == 2 else image.copy()
     rgb[::patch, :] = (255, 0, 0)
@@ -326,7 +355,11 @@ def draw_patch_grid(image: np.ndarray, patch: int = 16) -> np.ndarray:
 
 
 def render_to_png(
-    text: str | bytes, path: str | PathLike, *, image_size: int = 224, show_grid: bool = False,
+    text: str | bytes,
+    path: str | PathLike,
+    *,
+    image_size: int = 224,
+    show_grid: bool = False,
     **renderer_kwargs: Any,
 ) -> np.ndarray:
     """Render ``text`` and save it as a PNG (RGB with the patch grid if asked); return the image."""

@@ -1,0 +1,37 @@
+"""Data: webdataset shards -> batches, image preprocessing, and data-set builders."""
+
+from clippo.data.openclipart import build_openclipart_shards, clean_alt_texts, read_svg_metadata
+from clippo.data.shards import (
+    ShardDataset,
+    expand_urls,
+    iter_tar_samples,
+    sample_label,
+    sample_texts,
+)
+from clippo.data.transforms import (
+    BadImageError,
+    ImageTransform,
+    load_image,
+    open_image,
+    sample_rng,
+    to_rgb,
+    to_tensor,
+)
+
+__all__ = [
+    "BadImageError",
+    "ImageTransform",
+    "ShardDataset",
+    "build_openclipart_shards",
+    "clean_alt_texts",
+    "expand_urls",
+    "iter_tar_samples",
+    "load_image",
+    "open_image",
+    "read_svg_metadata",
+    "sample_label",
+    "sample_rng",
+    "sample_texts",
+    "to_rgb",
+    "to_tensor",
+]

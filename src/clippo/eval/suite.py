@@ -97,9 +97,7 @@ def evaluate(model, cfg, *, val: EmbeddedSet | None = None) -> dict[str, float]:
     was_training = model.training
     model.eval()
     ev = cfg.eval
-    val = val or embed_shards(
-        model, cfg.data.val, batch_size=ev.batch_size, captions=ev.captions
-    )
+    val = val or embed_shards(model, cfg.data.val, batch_size=ev.batch_size, captions=ev.captions)
     out: dict[str, float] = {}
     if ev.retrieval:
         out.update(retrieval_metrics(val.image, val.text, val.text_image_ids, ks=(1, 5, 10)))
@@ -114,14 +112,21 @@ def evaluate(model, cfg, *, val: EmbeddedSet | None = None) -> dict[str, float]:
         out.update({f"zeroshot_{k}": v for k, v in acc.items()})
     if ev.fewshot_shots and labelled.any() and cfg.data.train:
         train = embed_shards(
-            model, cfg.data.train, batch_size=ev.batch_size,
-            max_examples=ev.fewshot_train_examples, with_texts=False,
+            model,
+            cfg.data.train,
+            batch_size=ev.batch_size,
+            max_examples=ev.fewshot_train_examples,
+            with_texts=False,
         )
         num_classes = int(max(train.labels.max(), val.labels.max())) + 1
         for shots in ev.fewshot_shots:
             out[f"fewshot_{shots}shot"] = fewshot_lsr(
-                train.image, train.labels, val.image[labelled], val.labels[labelled],
-                shots=shots, num_classes=num_classes,
+                train.image,
+                train.labels,
+                val.image[labelled],
+                val.labels[labelled],
+                shots=shots,
+                num_classes=num_classes,
             )
     model.train(was_training)
     return out

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from clippo.models.vit import ViT, ViTConfig, make_head, make_patch_embed

@@ -47,8 +47,7 @@ def create_model(name: str = "clippo-B/16", **overrides) -> CLIPPO:
     unknown = set(overrides) - model_keys
     if unknown:
         raise ValueError(
-            f"unknown model option(s) {sorted(unknown)}; valid: "
-            f"{sorted(_VIT_KEYS | model_keys)}"
+            f"unknown model option(s) {sorted(unknown)}; valid: {sorted(_VIT_KEYS | model_keys)}"
         )
     overrides.setdefault("text_tower", _FAMILIES[family])
     cfg = CLIPPOConfig(vit=ViTConfig.from_variant(variant, **vit_kw), **overrides)

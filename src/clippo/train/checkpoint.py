@@ -44,7 +44,7 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(ckpt_dir: str | os.PathLike, step: int, state: dict, keep: int) -> Path:
-    """Writes ``state`` as ``step_XXXXXXXX.pt`` atomically, then prunes all but the last ``keep``."""
+    """Writes ``state`` as ``step_XXXXXXXX.pt`` atomically; prunes all but the last ``keep``."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:08d}.pt"

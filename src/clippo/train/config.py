@@ -221,7 +221,9 @@ def _check_values(cfg: ExperimentConfig) -> None:
     if cfg.optim.name not in ("adafactor", "adamw"):
         raise ConfigError(f"optim.name must be 'adafactor' or 'adamw', got {cfg.optim.name!r}")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {cfg.train.precision!r}")
+        raise ConfigError(
+            f"train.precision must be auto, fp32 or bf16, got {cfg.train.precision!r}"
+        )
     for name in ("total_steps", "log_every", "ckpt_every", "keep_ckpts"):
         if getattr(cfg.train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(cfg.train, name)}")

@@ -170,7 +170,9 @@ def train(
         set_rng_state(state["rng"])
 
     ddp = (
-        DistributedDataParallel(model, device_ids=[env.device] if env.device.type == "cuda" else None)
+        DistributedDataParallel(
+            model, device_ids=[env.device] if env.device.type == "cuda" else None
+        )
         if env.world_size > 1
         else model
     )

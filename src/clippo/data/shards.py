@@ -1,0 +1,428 @@
+"""Webdataset tar shards (img2dataset layout) -> whole, collated batches, resumable exactly.
+
+A shard holds samples as consecutive tar members sharing a key: ``KEY.jpg|jpeg|png|webp`` with
+``KEY.txt`` and/or ``KEY.json`` holding alt-texts (``"texts"``, or ``"title"``,
+``"description"``, ``"keywords"``, ``"caption"``) and optionally ``"label"`` (or ``KEY.cls``).
+
+The reading order is a pure function of (shards, seed, epoch, rank, worker): shards are
+shuffled per epoch, split across ranks and DataLoader workers, and raw (undecoded) samples pass
+through a seeded shuffle buffer before decoding. Resuming after N batches therefore only
+advances the raw stream, without decoding anything.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+from clippo.data.transforms import (
+    DEFAULT_MAX_PIXELS,
+    BadImageError,
+    ImageTransform,
+    load_image,
+    open_image,
+    sample_rng,
+)
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+TEXT_SAMPLING = ("random", "first", "all")
+# Stream ids for sample_rng: the text choice must not correlate with the image augmentation.
+_TEXT_STREAM = 1
+
+Sample = dict[str, Any]
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    body, head, tail = match.group(1), pattern[: match.start()], pattern[match.end() :]
+    span = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if span:
+        lo, hi = span.groups()
+        width = len(lo) if len(lo) == len(hi) else 0
+        step = 1 if int(hi) >= int(lo) else -1
+        items = [str(i).zfill(width) for i in range(int(lo), int(hi) + step, step)]
+    else:
+        items = body.split(",")
+    return [out for item in items for out in _expand_braces(head + item + tail)]
+
+
+def expand_urls(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Shard paths from a brace pattern, a glob, a directory (its ``*.tar``), or a list of them.
+
+    Several patterns may also be joined with ``::`` (webdataset's convention). Raises
+    FileNotFoundError naming what matched nothing or does not exist.
+    """
+    if isinstance(urls, str | os.PathLike):
+        items = str(urls).split("::")
+    else:
+        items = [str(u) for u in urls]
+    if not items or items == [""]:
+        raise FileNotFoundError("no shard paths given")
+    out: list[str] = []
+    missing: list[str] = []
+    for item in items:
+        for path in _expand_braces(item):
+            if glob.has_magic(path):
+                found = sorted(glob.glob(path))
+                if not found:
+                    raise FileNotFoundError(f"no shards match {path!r}")
+                out.extend(found)
+            elif os.path.isdir(path):
+                found = sorted(
+                    str(p) for p in Path(path).iterdir() if p.name.endswith((".tar", ".tar.gz"))
+                )
+                if not found:
+                    raise FileNotFoundError(f"no .tar shards in directory {path!r}")
+                out.extend(found)
+            elif os.path.isfile(path):
+                out.append(path)
+            else:
+                missing.append(path)
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard(s) not found, e.g. {missing[:3]}")
+    return out
+
+
+def iter_tar_samples(path: str) -> Iterator[Sample]:
+    """Raw samples of one shard: {"__key__", "__url__", ext: bytes, ...} per group of members.
+
+    Like webdataset, the key is the member path up to the first dot of its file name. A shard
+    that is unreadable or truncated ends with one {"__error__": "bad_shard"} item instead of
+    raising, so a long run survives one bad file.
+    """
+    current: Sample | None = None
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                dirname, _, name = member.name.rpartition("/")
+                stem, dot, ext = name.partition(".")
+                if not dot or not stem:
+                    continue
+                key = f"{dirname}/{stem}" if dirname else stem
+                data = tar.extractfile(member).read()
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": path}
+                current[ext.lower()] = data
+            # tarfile takes a missing end-of-archive marker (two zero blocks) for the end:
+            # an uncompressed shard cut between members would otherwise pass as complete.
+            if path.endswith(".tar") and os.path.getsize(path) - tar.offset < 1024:
+                raise tarfile.ReadError("no end-of-archive marker: the shard is truncated")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        # The sample being read when the shard broke may be incomplete: drop it.
+        yield {"__key__": path, "__url__": path, "__error__": "bad_shard", "__message__": str(e)}
+        return
+    if current is not None:
+        yield current
+
+
+def sample_texts(sample: Sample) -> list[str]:
+    """The non-empty alt-text fields of a raw sample, in order, without duplicates.
+
+    JSON ``"texts"`` wins when present; otherwise ``title``, ``description``, ``keywords``
+    (joined with ", ") and ``caption``; then ``KEY.txt``. Raises ValueError for bad JSON.
+    """
+    texts: list[Any] = []
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{sample['__key__']}.json is not valid JSON: {e}") from e
+        if not isinstance(meta, dict):
+            raise ValueError(f"{sample['__key__']}.json is not a JSON object")
+        if isinstance(meta.get("texts"), list):
+            texts.extend(meta["texts"])
+        else:
+            keywords = meta.get("keywords")
+            if isinstance(keywords, list):
+                keywords = ", ".join(str(k) for k in keywords if k)
+            texts.extend([meta.get("title"), meta.get("description"), keywords])
+            texts.append(meta.get("caption"))
+    if "txt" in sample:
+        texts.append(sample["txt"].decode("utf-8", errors="replace"))
+    out: list[str] = []
+    for text in texts:
+        if isinstance(text, str) and text.strip() and text.strip() not in out:
+            out.append(text.strip())
+    return out
+
+
+def sample_label(sample: Sample) -> int:
+    """The integer class label from ``KEY.json`` ("label") or ``KEY.cls``; -1 when absent."""
+    if "json" in sample:
+        meta = json.loads(sample["json"])
+        label = meta.get("label") if isinstance(meta, dict) else None
+        if isinstance(label, int) and not isinstance(label, bool):
+            return label
+    if "cls" in sample:
+        try:
+            return int(sample["cls"].decode().strip())
+        except ValueError:
+            return -1
+    return -1
+
+
+def _image_entry(sample: Sample) -> tuple[str, bytes] | None:
+    for ext in IMAGE_EXTS:
+        if ext in sample:
+            return ext, sample[ext]
+    return None
+
+
+def _looks_truncated(data: bytes) -> bool:
+    # Checked from raw bytes so that resuming (which never decodes) skips the same samples.
+    if data[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in data[-1024:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    if data[:4] == b"RIFF":
+        return int.from_bytes(data[4:8], "little") + 8 > len(data)
+    return False
+
+
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+        rank = 0 if rank is None else rank
+        world_size = 1 if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    return rank, world_size
+
+
+def _stack(items: list[Any]) -> torch.Tensor:
+    # numpy copies on one thread; torch.stack's intra-op threads stall for seconds when
+    # DataLoader workers and the training step already occupy every core.
+    return torch.from_numpy(np.stack([np.asarray(x) for x in items]))
+
+
+class ShardDataset(IterableDataset):
+    """Whole batches from webdataset shards; use with ``DataLoader(dataset, batch_size=None)``.
+
+    Each batch is a dict: ``image`` (B, 3, H, W) float in [-1, 1]; ``text`` (B strings: one
+    field sampled per example and step, or the first field); ``texts`` (every field, per
+    example); ``text_input`` (``text_transform`` of ``text``, stacked; only with a transform);
+    ``label`` int64 (B,), -1 where absent; ``key``; ``skipped`` (samples this worker dropped
+    since its previous batch) and ``skip_reasons`` (the same, by reason).
+
+    Training (``train=True``) loops over epochs forever, reshuffling shards and samples per
+    epoch; evaluation is one ordered pass that keeps the last partial batch. ``start_batch`` is
+    how many batches this rank already consumed from a loader with the same number of workers:
+    the new loader then continues exactly where that one stopped. That holds because samples
+    are dropped on checks of their raw bytes (missing image or text, bad JSON, unreadable
+    header, truncated file); an image that passes them yet fails to decode (rare) shifts that
+    worker's later batches by one sample after a resume. ``text_sampling`` defaults to
+    "random" for training and "first" (the title, for openclipart) for evaluation.
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        batch_size: int,
+        image_transform: Callable[..., torch.Tensor],
+        text_transform: Callable[[str], Any] | None = None,
+        train: bool = True,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        epoch: int = 0,
+        drop_last: bool | None = None,
+        infinite: bool | None = None,
+        text_sampling: str | None = None,
+        start_batch: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        text_sampling = text_sampling or ("random" if train else "first")
+        if text_sampling not in TEXT_SAMPLING:
+            raise ValueError(f"text_sampling must be one of {TEXT_SAMPLING}, got {text_sampling!r}")
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+        self.urls = expand_urls(urls)
+        self.batch_size = batch_size
+        self.image_transform, self.text_transform = image_transform, text_transform
+        self.train, self.seed, self.epoch = train, seed, epoch
+        self.shuffle_buffer = shuffle_buffer if train else 0
+        self.drop_last = train if drop_last is None else drop_last
+        self.infinite = train if infinite is None else infinite
+        self.text_sampling, self.start_batch = text_sampling, start_batch
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.max_pixels = max_pixels
+
+    # -- the raw stream -------------------------------------------------------------------
+
+    def _raw_epoch(self, epoch: int, part: int, parts: int) -> Iterator[Sample]:
+        shards = list(self.urls)
+        if self.train:
+            order = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch]).permutation(len(shards))
+            shards = [shards[i] for i in order]
+        if len(shards) >= parts:
+            for url in shards[part::parts]:
+                yield from iter_tar_samples(url)
+        else:
+            # Too few shards for every reader to own one: all read all, each keeps every
+            # parts-th sample, so none is seen twice per epoch.
+            index = 0
+            for url in shards:
+                for sample in iter_tar_samples(url):
+                    if index % parts == part:
+                        yield sample
+                    index += 1
+
+    def _shuffled(self, samples: Iterable[Sample], rng: np.random.Generator) -> Iterator[Sample]:
+        buffer: list[Sample] = []
+        for sample in samples:
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(sample)
+                continue
+            i = int(rng.integers(len(buffer)))
+            buffer[i], sample = sample, buffer[i]
+            yield sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _raw_stream(self, part: int, parts: int) -> Iterator[tuple[int, Sample]]:
+        epoch = self.epoch
+        while True:
+            samples = self._raw_epoch(epoch, part, parts)
+            if self.shuffle_buffer > 1:
+                rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, part])
+                samples = self._shuffled(samples, rng)
+            count = 0
+            for sample in samples:
+                count += 1
+                yield epoch, sample
+            if not self.infinite:
+                return
+            if count == 0:
+                raise RuntimeError(
+                    f"reader {part} of {parts} (rank {self.rank}) got no samples from "
+                    f"{len(self.urls)} shard(s): use fewer workers or more data"
+                )
+            epoch += 1
+
+    # -- per sample -----------------------------------------------------------------------
+
+    def _check(self, sample: Sample) -> str | tuple[list[str], int]:
+        """A skip reason, or (texts, label); decides from raw bytes so resuming agrees."""
+        if "__error__" in sample:
+            return sample["__error__"]
+        entry = _image_entry(sample)
+        if entry is None:
+            return "no_image"
+        try:
+            texts, label = sample_texts(sample), sample_label(sample)
+        except ValueError:
+            return "bad_json"
+        if not texts:
+            return "no_text"
+        if _looks_truncated(entry[1]):
+            return "broken"
+        try:
+            open_image(entry[1], max_pixels=self.max_pixels, name=sample["__key__"])
+        except BadImageError as e:
+            return e.reason
+        return texts, label
+
+    def _pick_text(self, texts: list[str], epoch: int, key: str) -> str:
+        if self.text_sampling != "random" or len(texts) == 1:
+            return texts[0]
+        rng = sample_rng(self.seed, epoch, key, _TEXT_STREAM)
+        return texts[int(rng.integers(len(texts)))]
+
+    def _decode(self, sample: Sample, texts: list[str], label: int, epoch: int) -> Sample:
+        key = sample["__key__"]
+        image = load_image(
+            _image_entry(sample)[1],
+            max_pixels=self.max_pixels,
+            draft_size=getattr(self.image_transform, "size", None),
+            name=key,
+        )
+        if isinstance(self.image_transform, ImageTransform):
+            pixels = self.image_transform(image, key=key, epoch=epoch)
+        else:
+            pixels = self.image_transform(image)
+        text = self._pick_text(texts, epoch, key)
+        out = {"image": pixels, "text": text, "texts": texts, "label": label, "key": key}
+        if self.text_transform is not None:
+            out["text_input"] = self.text_transform(text)
+        return out
+
+    def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
+        batch: dict[str, Any] = {
+            "image": _stack([e["image"] for e in examples]),
+            "text": [e["text"] for e in examples],
+            "texts": [e["texts"] for e in examples],
+            "label": torch.tensor([e["label"] for e in examples], dtype=torch.int64),
+            "key": [e["key"] for e in examples],
+            "skipped": sum(skips.values()),
+            "skip_reasons": dict(skips),
+        }
+        if self.text_transform is not None:
+            batch["text_input"] = _stack([e["text_input"] for e in examples])
+        return batch
+
+    # -- batches --------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        workers, slot = (info.num_workers, info.id) if info is not None else (1, 0)
+        # DataLoader hands out batches round robin from worker 0, so after start_batch
+        # batches this slot continues the stream of the worker whose turn comes next.
+        worker = (slot + self.start_batch) % workers
+        to_skip = len(range(worker, self.start_batch, workers))
+        part, parts = self.rank * workers + worker, self.world_size * workers
+
+        examples: list[Sample] = []
+        skips: Counter = Counter()
+        skipped_slots, last_usable_epoch = 0, self.epoch - 1
+        for epoch, sample in self._raw_stream(part, parts):
+            if epoch > last_usable_epoch + 1:
+                raise RuntimeError(
+                    f"reader {part} of {parts} (rank {self.rank}) found no usable sample in a "
+                    f"whole epoch; skipped so far: {dict(skips)}"
+                )
+            checked = self._check(sample)
+            if isinstance(checked, str):
+                if not to_skip:
+                    skips[checked] += 1
+                continue
+            last_usable_epoch = epoch
+            if to_skip:
+                skipped_slots += 1
+                if skipped_slots == self.batch_size:
+                    to_skip, skipped_slots = to_skip - 1, 0
+                continue
+            try:
+                examples.append(self._decode(sample, *checked, epoch))
+            except BadImageError as e:
+                skips[e.reason] += 1
+                continue
+            if len(examples) == self.batch_size:
+                yield self._collate(examples, skips)
+                examples, skips = [], Counter()
+        if examples and not self.drop_last:
+            yield self._collate(examples, skips)
