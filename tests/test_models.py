@@ -6,6 +6,7 @@ import torch
 import clippo
 from clippo.models import CLIPPO, ViT, ViTConfig, count_parameters, create_model
 from clippo.models.clippo import text_pixels_to_input
+from clippo.models.vit import attend
 
 
 @pytest.mark.parametrize(
@@ -118,6 +119,18 @@ def test_sdpa_attention_equals_explicit_softmax_attention():
     w = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
     expected = attn.out((w @ v).transpose(1, 2).reshape(2, 5, 32))
     torch.testing.assert_close(attn(x, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_bfloat16_attention_path_agrees_with_sdpa():
+    # attend() skips the fused kernel for bf16 on CPU; it must compute the same function.
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 3, 49, 64) for _ in range(3))
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(attend(q, k, v), exact)  # float32: the SDPA path itself
+    fast = attend(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), exact, rtol=0.02, atol=0.02)
+    assert (fast.float() - exact).abs().mean() < 5e-3
 
 
 def test_save_and_from_pretrained_round_trip(tmp_path):

@@ -169,8 +169,20 @@ class Attention(nn.Module):
             return t.view(n, -1, h, d // h).transpose(1, 2)
 
         q, k, v = heads(self.query(q_in)), heads(self.key(kv_in)), heads(self.value(kv_in))
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.out(y.transpose(1, 2).reshape(n, lq, d))
+        return self.out(attend(q, k, v).transpose(1, 2).reshape(n, lq, d))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over (N, heads, L, d) tensors.
+
+    ``scaled_dot_product_attention`` everywhere except bfloat16 on CPU, where PyTorch's fused
+    CPU kernels are 2-5x slower than three plain ops for ViT-length sequences
+    (bench/attention.py); that path keeps the softmax in float32, as the fused kernels do.
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v)
+    logits = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    return logits.softmax(-1).to(v.dtype) @ v
 
 
 class EncoderBlock(nn.Module):
