@@ -60,7 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = done[-1][0] if (args.resume and done) else 0
     bar, on_step = _progress_bar(cfg.train.total_steps, start)
     try:
-        results = train(cfg, workdir, resume=args.resume, on_step=on_step, eval_fn=make_eval_fn(cfg))
+        results = train(
+            cfg, workdir, resume=args.resume, on_step=on_step, eval_fn=make_eval_fn(cfg)
+        )
     finally:
         bar.close()
     _print_table({k: v for k, v in results.items() if not k.startswith("train/")}, "evaluation")
@@ -107,10 +109,260 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from clippo.demo import run_demo
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
 
-    return run_demo(args.workdir, data_dir=args.data, overrides=args.set)
+    from clippo.data.shards import expand_urls, iter_tar_samples, sample_texts
+    from clippo.tokenizer import Tokenizer, train_tokenizer
+
+    texts, bad = [], 0
+    urls = expand_urls(args.shards)
+    for url in tqdm(urls, desc="reading alt-texts", unit="shard"):
+        for sample in iter_tar_samples(url):
+            try:
+                texts.extend(sample_texts(sample))
+            except ValueError:  # bad JSON metadata: skipped, as the data pipeline does
+                bad += 1
+    print(f"{len(texts)} alt-texts from {len(urls)} shards ({bad} samples with bad metadata)")
+    path = train_tokenizer(texts, args.out, args.vocab_size)
+    tok = Tokenizer(path)
+    example = texts[0].lower()
+    pieces = tok.processor.encode(example, out_type=str)
+    print(f"wrote {path}: {tok.vocab_size} pieces; {example!r} -> {pieces}")
+    return 0
+
+
+def _describe(model) -> str:
+    from clippo.convert import variant_name
+    from clippo.models import CLIPPO
+
+    vit = model.image.cfg if isinstance(model, CLIPPO) else model.cfg
+    kind = f"CLIPPO (out_dim {model.cfg.out_dim})" if isinstance(model, CLIPPO) else "ViT"
+    kind += f" {variant_name(vit)}" if variant_name(vit) else ""
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return (
+        f"{kind}: width {vit.width}, depth {vit.depth}, heads {vit.num_heads}, "
+        f"mlp {vit.mlp_dim}, patch {vit.patch_size}, {vit.image_size} px, "
+        f"pool {vit.pool_type}, posemb {vit.posemb}, classes {vit.num_classes}, "
+        f"rep {vit.rep_size}; {params:.1f}M parameters"
+    )
+
+
+def cmd_convert_bigvision(args: argparse.Namespace) -> int:
+    from clippo.convert import convert_big_vision
+
+    model = convert_big_vision(
+        args.checkpoint, args.out_dir, image_size=args.image_size, hex_files=args.unifont_hex
+    )
+    print(_describe(model))
+    if getattr(model.cfg, "render", None) is not None:
+        print(f"renderer: {model.cfg.render}")
+        if not args.unifont_hex:
+            print(
+                "note: text renders with the packaged Unifont 15.0.01; the released CLIPPO "
+                "models were trained with 9.0.06 (pass those .hex files with --unifont-hex)"
+            )
+    print(f"wrote {args.out_dir}")
+    return 0
+
+
+def cmd_convert_to_bigvision(args: argparse.Namespace) -> int:
+    from clippo.convert import load_model_dir, to_big_vision
+
+    model = load_model_dir(args.model_dir)
+    to_big_vision(model, args.out, scan=args.scan)
+    print(_describe(model))
+    print(f"wrote {args.out} ({'scanned' if args.scan else 'per-layer'} layout)")
+    return 0
+
+
+DEMO_KEYS = ("i2t_recall@1", "t2i_recall@1", "i2t_recall@5", "t2i_recall@5", "zeroshot_top1")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+    import torch
+
+    from clippo.data import build_openclipart_shards, iter_tar_samples, load_image
+    from clippo.data.shards import expand_urls
+    from clippo.eval.plots import plot_retrievals, plot_training_curves
+    from clippo.eval.suite import embed_shards, evaluate
+    from clippo.train.checkpoint import list_checkpoints
+    from clippo.train.config import load_config
+    from clippo.train.loop import train
+
+    t0 = time.perf_counter()
+    data, workdir = Path(args.data), Path(args.workdir)
+    print(f"[1/3] building openclipart shards in {data}")
+    from tqdm import tqdm
+
+    with tqdm(desc="openclipart", unit="img") as bar:
+        stats = build_openclipart_shards(data, progress=lambda n=1: bar.update(n))
+    print(f"      {stats['train']} train / {stats['val']} val examples, skipped {stats['skipped']}")
+
+    cfg = load_config(
+        resolve_config("demo"),
+        [
+            f"data.train={data / stats['train_pattern']}",
+            f"data.val={data / stats['val_pattern']}",
+            *args.set,
+        ],
+    )
+    done = list_checkpoints(workdir / "checkpoints")
+    start = done[-1][0] if done else 0
+    print(
+        f"[2/3] training {cfg.model.name} {cfg.model.options} for {cfg.train.total_steps} "
+        f"steps of {cfg.data.batch_size}" + (f", resuming at step {start}" if start else "")
+    )
+    bar, on_step = _progress_bar(cfg.train.total_steps, start)
+    try:
+        train(cfg, workdir, resume=bool(done), on_step=on_step)
+    finally:
+        bar.close()
+
+    print("[3/3] evaluating on the held-out pairs")
+    from clippo.models import from_pretrained
+
+    model = from_pretrained(workdir / "model")
+    val = embed_shards(model, cfg.data.val, batch_size=cfg.eval.batch_size, captions="first")
+    results = evaluate(model, cfg, val=val)
+    (workdir / "metrics.json").write_text(json.dumps(results, indent=2))
+    _print_table(
+        {k: results[k] for k in DEMO_KEYS if k in results}
+        | {k: v for k, v in results.items() if k not in DEMO_KEYS},
+        "held-out results",
+    )
+
+    plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
+    # Example retrievals: the first six validation images and their top-3 captions.
+    sims = val.image[:6] @ val.text.T
+    top = sims.topk(3, dim=1).indices
+    wanted = set(val.keys[:6])
+    pictures = {}
+    for url in expand_urls(cfg.data.val):
+        for sample in iter_tar_samples(url):
+            if sample["__key__"] in wanted:
+                raw = next(v for k, v in sample.items() if k in ("jpg", "png", "webp", "jpeg"))
+                pictures[sample["__key__"]] = np.asarray(load_image(raw))
+    plot_retrievals(
+        [pictures[k] for k in val.keys[:6]],
+        [val.texts[i] for i in range(6)],
+        [[val.texts[j] for j in row] for row in top.tolist()],
+        [[val.text_image_ids[j].item() == i for j in row] for i, row in enumerate(top.tolist())],
+        workdir / "retrievals.png",
+    )
+    print(
+        f"\nwrote {workdir / 'metrics.json'}, {workdir / 'training_curves.png'}, "
+        f"{workdir / 'retrievals.png'}; total {(time.perf_counter() - t0) / 60:.1f} min "
+        f"({torch.get_num_threads()} threads)"
+    )
+    return 0
+
+
+def cmd_data_textpairs(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clippo.data.textpairs import corpus_pairs, write_text_pair_shards
+
+    pairs, info = corpus_pairs(
+        args.source,
+        args.corpus,
+        lang=args.lang,
+        lang_b=args.lang_b,
+        dropout_rate=args.dropout_rate,
+        seed=args.seed,
+    )
+    info = {"corpus": list(args.corpus), **info}
+    with tqdm(total=len(pairs), desc=f"{args.source} pairs", unit="pair") as bar:
+        stats = write_text_pair_shards(
+            pairs,
+            args.out,
+            source=args.source,
+            val_size=args.val_size,
+            seed=args.seed,
+            shard_size=args.shard_size,
+            info=info,
+            progress=bar.update,
+        )
+    print(json.dumps({k: v for k, v in stats.items() if k != "shards"}, indent=2))
+    return 0
+
+
+def cmd_data_langtasks(args: argparse.Namespace) -> int:
+    from clippo.data.langtasks import build_language_tasks
+
+    stats = build_language_tasks(args.out, seed=args.seed)
+    for task, entry in stats.items():
+        if isinstance(entry, dict):
+            for split in ("train", "dev"):
+                labels = ", ".join(f"{k} {v}" for k, v in entry[split]["labels"].items())
+                print(f"{task:<19} {split:<5} {entry[split]['examples']:>5}  ({labels})")
+    print(f"wrote {args.out}/*/{{train,dev}}.tsv and {args.out}/stats.json")
+    return 0
+
+
+def cmd_finetune_glue(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from clippo.eval.glue import PixelTextBackbone, glue_average, run_glue_task
+    from clippo.models import create_model, from_pretrained
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def make_backbone():
+        torch.manual_seed(args.seed)
+        if Path(args.model).is_dir():
+            model = from_pretrained(args.model)
+        else:
+            options = {"image_size": args.image_size} if args.image_size else {}
+            model = create_model(args.model, **options)
+        return PixelTextBackbone(model, args.representation)
+
+    bar = tqdm(desc=f"finetune {args.task}", unit="step", dynamic_ncols=True)
+
+    def progress(lr: float, step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(lr=f"{lr:.0e}", loss=f"{loss:.3f}")
+
+    result = run_glue_task(
+        make_backbone,
+        args.task,
+        args.data,
+        lrs=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_train=args.max_train,
+        max_dev=args.max_dev,
+        seed=args.seed,
+        progress=progress,
+    )
+    bar.close()
+    result.update(model=args.model, representation=args.representation)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{result['task']}_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{result['task']}: train {result['sizes']['train']} examples, {args.epochs} epochs")
+    print(f"{'lr':>8}  " + "  ".join(f"{c:>10}" for c in result["columns"]) + "  train loss")
+    for run in result["runs"]:
+        cols = [run[c if c in run else next(k for k in run if isinstance(run[k], dict))]
+                for c in result["columns"]]
+        scores = "  ".join(f"{100 * c['score']:>10.2f}" for c in cols)
+        mark = "  <- best" if run["lr"] == result["best_lr"] else ""
+        print(f"{run['lr']:>8.0e}  {scores}  {run['train_loss']:>10.4f}{mark}")
+    rows = {}
+    for column, metrics in result["metrics"].items():
+        for name, value in metrics.items():
+            if name != "score":
+                rows[f"{column}/{name}"] = value if name == "examples" else 100 * value
+    if len(result["scores"]) > 1:
+        rows["avg"] = 100 * glue_average(result["scores"])
+    _print_table(rows, f"dev metrics (x100) at lr {result['best_lr']:.0e}")
+    print(f"wrote {out / (result['task'] + '_metrics.json')}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,13 +390,37 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_eval)
 
-    data = sub.add_parser("data", help="build data sets").add_subparsers(dest="source", required=True)
+    data = sub.add_parser("data", help="build data sets").add_subparsers(
+        dest="source", required=True
+    )
     oc = data.add_parser("openclipart", help="train/val shards from Debian's openclipart")
     oc.add_argument("--out", required=True)
     oc.add_argument("--val-size", type=int, default=1000)
     oc.add_argument("--seed", type=int, default=0)
     oc.add_argument("--image-size", type=int, default=256)
     oc.set_defaults(func=cmd_data_openclipart)
+    tp = data.add_parser("textpairs", help="text/text pair shards for contrastive co-training")
+    tp.add_argument("--source", required=True, choices=("nsp", "translation", "backtranslation",
+                                                        "dropout"))
+    tp.add_argument(
+        "--corpus",
+        nargs="+",
+        required=True,
+        help="presets debian-reference, fortunes; or text files / folders (nsp, dropout); "
+        "two aligned-line files or .tsv files (translation); 'a -> b' files (backtranslation)",
+    )
+    tp.add_argument("--out", required=True)
+    tp.add_argument("--lang", default="en", help="manual language (nsp/dropout; translation side a)")
+    tp.add_argument("--lang-b", default="fr", help="manual language of translation side b")
+    tp.add_argument("--dropout-rate", type=float, default=0.1)
+    tp.add_argument("--val-size", type=int, default=0)
+    tp.add_argument("--shard-size", type=int, default=10_000)
+    tp.add_argument("--seed", type=int, default=0)
+    tp.set_defaults(func=cmd_data_textpairs)
+    lt = data.add_parser("langtasks", help="local language tasks in the GLUE TSV layout")
+    lt.add_argument("--out", required=True)
+    lt.add_argument("--seed", type=int, default=0)
+    lt.set_defaults(func=cmd_data_langtasks)
 
     r = sub.add_parser("render", help="render text as the model sees it")
     r.add_argument("text")
@@ -152,6 +428,61 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image-size", type=int, default=224)
     r.add_argument("--show-grid", action="store_true", help="draw the 16x16 patch grid")
     r.set_defaults(func=cmd_render)
+
+    tok = sub.add_parser("tokenizer", help="SentencePiece tokenizers for CLIP* and 1T-CLIP")
+    toksub = tok.add_subparsers(dest="action", required=True)
+    tt = toksub.add_parser("train", help="train a SentencePiece model on shard alt-texts")
+    tt.add_argument("--shards", required=True, help="shard pattern, e.g. data/train-*.tar")
+    tt.add_argument("--vocab-size", type=int, default=32_000)
+    tt.add_argument("--out", required=True, help="the .model file to write")
+    tt.set_defaults(func=cmd_tokenizer_train)
+
+    conv = sub.add_parser("convert", help="convert checkpoints from and to big_vision .npz")
+    csub = conv.add_subparsers(dest="direction", required=True)
+    cb = csub.add_parser("bigvision", help="big_vision CLIPPO or ViT .npz -> model directory")
+    cb.add_argument("checkpoint")
+    cb.add_argument("out_dir")
+    cb.add_argument(
+        "--unifont-hex",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="Unifont .hex files the renderer reads (released models: 9.0.06)",
+    )
+    cb.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resample the position embedding to this resolution",
+    )
+    cb.set_defaults(func=cmd_convert_bigvision)
+    ct = csub.add_parser("to-bigvision", help="model directory -> big_vision .npz")
+    ct.add_argument("model_dir")
+    ct.add_argument("out")
+    ct.add_argument("--scan", action="store_true", help="stack the layers (for scan=True ViTs)")
+    ct.set_defaults(func=cmd_convert_to_bigvision)
+
+    ft = sub.add_parser("finetune", help="fine-tune on downstream tasks")
+    ftsub = ft.add_subparsers(dest="benchmark", required=True)
+    fg = ftsub.add_parser("glue", help="GLUE protocol (paper sec. 4.5) on GLUE-layout TSV data")
+    fg.add_argument("--task", required=True, help="cola sst2 mrpc qqp stsb mnli qnli rte, or a "
+                    "local task: fortune_topic manual_nsp manual_translation")
+    fg.add_argument("--data", required=True, help="the task folder or the GLUE root folder")
+    fg.add_argument("--model", required=True, help="from_pretrained folder, or a model name "
+                    "(random init, e.g. clippo-B/16)")
+    fg.add_argument("--out", required=True, help="folder for TASK_metrics.json")
+    fg.add_argument("--lr", type=float, nargs="+", default=[2e-5, 3e-5, 5e-5],
+                    help="learning rates tried; the best on dev is kept")
+    fg.add_argument("--epochs", type=int, default=3)
+    fg.add_argument("--batch-size", type=int, default=32)
+    fg.add_argument("--max-train", type=int, default=None, help="subsample training examples")
+    fg.add_argument("--max-dev", type=int, default=None, help="subsample dev examples")
+    fg.add_argument("--representation", default="pre_logits", choices=("pre_logits",
+                                                                        "embedding"))
+    fg.add_argument("--image-size", type=int, default=None, help="for a model name only")
+    fg.add_argument("--seed", type=int, default=0)
+    fg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    fg.set_defaults(func=cmd_finetune_glue)
     return p
 
 
