@@ -13,3 +13,19 @@ def openclipart_small(tmp_path_factory):
         out, max_examples=240, val_size=40, image_size=64, shard_size=50, workers=1
     )
     return out, stats
+
+
+@pytest.fixture(scope="session")
+def openclipart_tokenizer(openclipart_small, tmp_path_factory):
+    """A 300-piece SentencePiece model trained on the small shards' training alt-texts."""
+    from clippo.data.shards import expand_urls, iter_tar_samples, sample_texts
+    from clippo.tokenizer import train_tokenizer
+
+    out, stats = openclipart_small
+    texts = [
+        text
+        for url in expand_urls(str(out / stats["train_pattern"]))
+        for sample in iter_tar_samples(url)
+        for text in sample_texts(sample)
+    ]
+    return train_tokenizer(texts, tmp_path_factory.mktemp("tokenizer") / "spm300.model", 300)

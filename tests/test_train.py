@@ -120,3 +120,49 @@ def test_cli_reports_bad_config_key(tmp_path, capsys):
         main(["train", "clippo_b16_yfcc", "--workdir", str(tmp_path), "--set", "optim.lrr=1"]) == 2
     )
     assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["clip-mu/16", "1t-clip-mu/16"])
+def test_tokenized_baselines_train_evaluate_and_reload(
+    name, openclipart_small, openclipart_tokenizer, tmp_path
+):
+    from clippo.eval.suite import make_eval_fn
+    from clippo.models import from_pretrained
+
+    options = {"image_size": 32, "out_dim": 16, "max_len": 16}
+    model = {"name": name, "options": {**options, "tokenizer": str(openclipart_tokenizer)}}
+    cfg = _cfg(openclipart_small, 4, model=model, train={"log_every": 2})
+    results = train(cfg, tmp_path, eval_fn=make_eval_fn(cfg))
+    assert torch.isfinite(torch.tensor(results["train/loss"]))
+    assert 0.0 <= results["i2t_recall@1"] <= 1.0 and "zeroshot_top1" in results
+    loaded = from_pretrained(tmp_path / "model")
+    assert loaded.cfg.max_len == 16 and loaded.vocab_size == 300
+    assert loaded.encode_text(["a red car"]).shape == (1, 16)
+
+
+@pytest.mark.parametrize("config", ["clip_demo", "onetower_clip_demo"])
+def test_cli_trains_packaged_baseline_configs(
+    config, openclipart_small, openclipart_tokenizer, tmp_path, capsys
+):
+    out, stats = openclipart_small
+    small = {
+        "model.options.tokenizer": openclipart_tokenizer,
+        "model.options.image_size": 32,
+        "model.options.depth": 1,
+        "model.options.max_len": 16,
+        "data.train": out / stats["train_pattern"],
+        "data.val": out / stats["val_pattern"],
+        "data.batch_size": 8,
+        "data.workers": 0,
+        "data.shuffle_buffer": 20,
+        "train.total_steps": 2,
+        "optim.schedule.warmup_steps": 1,
+        "train.precision": "fp32",
+        "eval.fewshot_train_examples": 40,
+    }
+    sets = [arg for k, v in small.items() for arg in ("--set", f"{k}={v}")]
+    assert main(["train", config, "--workdir", str(tmp_path), *sets]) == 0
+    assert "i2t_recall@1" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["model_type"] == ("clip" if config == "clip_demo" else "1t-clip")
+    assert saved["tokenizer"] == "tokenizer.model"

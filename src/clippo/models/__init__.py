@@ -1,18 +1,28 @@
-"""Models: the ViT, the one-tower CLIPPO model and the factory."""
+"""Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, the factory."""
 
+from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
 from clippo.models.factory import (
+    ContrastiveModel,
     count_parameters,
     create_model,
     from_pretrained,
     list_models,
     save_pretrained,
 )
+from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig
 
 __all__ = [
+    "CLIP",
+    "CLIPConfig",
     "CLIPPO",
     "CLIPPOConfig",
+    "ContrastiveModel",
+    "OneTowerCLIP",
+    "OneTowerCLIPConfig",
+    "TextTransformer",
+    "TextTransformerConfig",
     "ViT",
     "ViTConfig",
     "count_parameters",

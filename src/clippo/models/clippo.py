@@ -65,6 +65,7 @@ class CLIPPO(nn.Module):
 
     ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
     ``encode_text(texts)``: list of strings, rendered with the model's Unifont settings -> the same.
+    ``text_transform``: str -> rendered uint8 pixels, what the data pipeline stacks.
     ``forward(images, text_pixels)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss.
     """
 
@@ -96,6 +97,11 @@ class CLIPPO(nn.Module):
             self._renderer = UnifontRenderer(**self.cfg.render)
         return self._renderer
 
+    @property
+    def text_transform(self):
+        """str -> uint8 rendered text ``(H, W)``; picklable, for DataLoader workers."""
+        return self.renderer
+
     def _device(self) -> torch.device:
         return self.t.device
 
@@ -118,6 +124,10 @@ class CLIPPO(nn.Module):
             z = tower(x)
         return _l2_normalize(z) if normalize else z
 
+    def encode_text_input(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds what ``text_transform`` makes (rendered text); the models' common name."""
+        return self.encode_text_pixels(pixels, normalize=normalize)
+
     def preprocess_text(self, texts: list[str] | str) -> torch.Tensor:
         """Renders strings to the uint8 text images the model reads."""
         return torch.from_numpy(np.ascontiguousarray(self.renderer(texts)))
@@ -133,7 +143,7 @@ class CLIPPO(nn.Module):
         self, images: torch.Tensor, text_pixels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both embeddings and the logit scale, for the contrastive loss."""
-        return self.encode_image(images), self.encode_text_pixels(text_pixels), self.logit_scale
+        return self.encode_image(images), self.encode_text_input(text_pixels), self.logit_scale
 
 
 def _l2_normalize(z: torch.Tensor) -> torch.Tensor:

@@ -201,6 +201,13 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
+    """Applies the encoder blocks in order, recomputing activations in backward if asked."""
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False) if grad_checkpointing else block(x)
+    return x
+
+
 class MAPHead(nn.Module):
     """Multihead attention pooling: a learned probe attends over the tokens, then LN + MLP."""
 
@@ -267,15 +274,17 @@ class ViT(nn.Module):
                 f"{x.shape[-2]}x{x.shape[-1]}; resize them or resample the position embedding"
             )
         x = (patch_embed or self.patch_embed)(x).flatten(2).transpose(1, 2)
-        x = x + self.pos_embed.to(x.dtype)
+        return self.forward_embedded(x + self.pos_embed.to(x.dtype))
+
+    def forward_embedded(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Runs the encoder, pooling and head on embedded tokens ``(N, L, width)``.
+
+        ``forward_features`` embeds patches; one-tower CLIP feeds embedded text tokens here.
+        """
+        cfg = self.cfg
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
-        for block in self.blocks:
-            if cfg.grad_checkpointing and self.training:
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        x = self.norm(x)
+        x = self.norm(run_blocks(self.blocks, x, cfg.grad_checkpointing and self.training))
         out = {"encoded": x}
         if cfg.pool_type == "map":
             pooled = self.map_head(x)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from clippo.data import ImageTransform, ShardDataset
 from clippo.losses import ContrastiveLoss
-from clippo.models import CLIPPO, create_model, from_pretrained, save_pretrained
+from clippo.models import ContrastiveModel, create_model, from_pretrained, save_pretrained
 from clippo.train.checkpoint import (
     load_latest_checkpoint,
     rng_state,
@@ -40,7 +40,7 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
 
 
-def build_model(cfg: ExperimentConfig) -> CLIPPO:
+def build_model(cfg: ExperimentConfig) -> ContrastiveModel:
     """The model a config asks for: by name with options, or from a pretrained directory."""
     if cfg.model.init:
         return from_pretrained(cfg.model.init)
@@ -51,7 +51,7 @@ def build_model(cfg: ExperimentConfig) -> CLIPPO:
 
 
 def build_train_loader(
-    cfg: ExperimentConfig, model: CLIPPO, env: DistEnv, start_batch: int
+    cfg: ExperimentConfig, model: ContrastiveModel, env: DistEnv, start_batch: int
 ) -> DataLoader:
     """Infinite loader of whole batches for this rank, positioned after ``start_batch``."""
     if cfg.data.batch_size % env.world_size:
@@ -70,7 +70,7 @@ def build_train_loader(
         cfg.data.train,
         batch_size=cfg.data.batch_size // env.world_size,
         image_transform=transform,
-        text_transform=model.renderer,
+        text_transform=model.text_transform,  # rendered pixels or token ids
         train=True,
         seed=cfg.train.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
@@ -127,7 +127,7 @@ def train(
     *,
     resume: bool = False,
     on_step: Callable[[int, dict[str, float] | None], None] | None = None,
-    eval_fn: Callable[[CLIPPO, int], dict[str, float]] | None = None,
+    eval_fn: Callable[[ContrastiveModel, int], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Trains per ``cfg`` into ``workdir``; returns the last logged and evaluated metrics.
 
