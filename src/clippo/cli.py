@@ -348,9 +348,7 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
     print(f"\n{result['task']}: train {result['sizes']['train']} examples, {args.epochs} epochs")
     print(f"{'lr':>8}  " + "  ".join(f"{c:>10}" for c in result["columns"]) + "  train loss")
     for run in result["runs"]:
-        cols = [run[c if c in run else next(k for k in run if isinstance(run[k], dict))]
-                for c in result["columns"]]
-        scores = "  ".join(f"{100 * c['score']:>10.2f}" for c in cols)
+        scores = "  ".join(f"{100 * run[s]['score']:>10.2f}" for s in result["columns"].values())
         mark = "  <- best" if run["lr"] == result["best_lr"] else ""
         print(f"{run['lr']:>8.0e}  {scores}  {run['train_loss']:>10.4f}{mark}")
     rows = {}
@@ -400,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--image-size", type=int, default=256)
     oc.set_defaults(func=cmd_data_openclipart)
     tp = data.add_parser("textpairs", help="text/text pair shards for contrastive co-training")
-    tp.add_argument("--source", required=True, choices=("nsp", "translation", "backtranslation",
-                                                        "dropout"))
+    tp.add_argument(
+        "--source", required=True, choices=("nsp", "translation", "backtranslation", "dropout")
+    )
     tp.add_argument(
         "--corpus",
         nargs="+",
@@ -410,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "two aligned-line files or .tsv files (translation); 'a -> b' files (backtranslation)",
     )
     tp.add_argument("--out", required=True)
-    tp.add_argument("--lang", default="en", help="manual language (nsp/dropout; translation side a)")
+    tp.add_argument(
+        "--lang", default="en", help="manual language (nsp/dropout; translation side a)"
+    )
     tp.add_argument("--lang-b", default="fr", help="manual language of translation side b")
     tp.add_argument("--dropout-rate", type=float, default=0.1)
     tp.add_argument("--val-size", type=int, default=0)
@@ -465,20 +466,31 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("finetune", help="fine-tune on downstream tasks")
     ftsub = ft.add_subparsers(dest="benchmark", required=True)
     fg = ftsub.add_parser("glue", help="GLUE protocol (paper sec. 4.5) on GLUE-layout TSV data")
-    fg.add_argument("--task", required=True, help="cola sst2 mrpc qqp stsb mnli qnli rte, or a "
-                    "local task: fortune_topic manual_nsp manual_translation")
+    fg.add_argument(
+        "--task",
+        required=True,
+        help="cola sst2 mrpc qqp stsb mnli qnli rte, or a local task: fortune_topic manual_nsp "
+        "manual_translation",
+    )
     fg.add_argument("--data", required=True, help="the task folder or the GLUE root folder")
-    fg.add_argument("--model", required=True, help="from_pretrained folder, or a model name "
-                    "(random init, e.g. clippo-B/16)")
+    fg.add_argument(
+        "--model",
+        required=True,
+        help="from_pretrained folder, or a model name (random init, e.g. clippo-B/16)",
+    )
     fg.add_argument("--out", required=True, help="folder for TASK_metrics.json")
-    fg.add_argument("--lr", type=float, nargs="+", default=[2e-5, 3e-5, 5e-5],
-                    help="learning rates tried; the best on dev is kept")
+    fg.add_argument(
+        "--lr",
+        type=float,
+        nargs="+",
+        default=[2e-5, 3e-5, 5e-5],
+        help="learning rates tried; the best on dev is kept",
+    )
     fg.add_argument("--epochs", type=int, default=3)
     fg.add_argument("--batch-size", type=int, default=32)
     fg.add_argument("--max-train", type=int, default=None, help="subsample training examples")
     fg.add_argument("--max-dev", type=int, default=None, help="subsample dev examples")
-    fg.add_argument("--representation", default="pre_logits", choices=("pre_logits",
-                                                                        "embedding"))
+    fg.add_argument("--representation", default="pre_logits", choices=("pre_logits", "embedding"))
     fg.add_argument("--image-size", type=int, default=None, help="for a model name only")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -8,6 +8,7 @@ from clippo.data.shards import (
     sample_label,
     sample_texts,
 )
+from clippo.data.textpairs import iter_text_pairs, split_sentences, write_text_pair_shards
 from clippo.data.transforms import (
     BadImageError,
     ImageTransform,
@@ -26,12 +27,15 @@ __all__ = [
     "clean_alt_texts",
     "expand_urls",
     "iter_tar_samples",
+    "iter_text_pairs",
     "load_image",
     "open_image",
     "read_svg_metadata",
     "sample_label",
     "sample_rng",
     "sample_texts",
+    "split_sentences",
     "to_rgb",
     "to_tensor",
+    "write_text_pair_shards",
 ]
