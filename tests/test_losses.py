@@ -93,6 +93,9 @@ def _worker(rank, world, port, out):
                 )
             )
     finally:
+        # Both ranks leave together: tearing gloo down while the peer still talks aborts the
+        # process ("terminate called without an active exception") on a loaded machine.
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def _print_table(rows: dict[str, float], title: str) -> None:
 def _progress_bar(total: int, initial: int):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+    # Under torchrun only rank 0 draws the bar.
+    quiet = os.environ.get("RANK", "0") != "0"
+    bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, disable=quiet)
 
     def on_step(step: int, metrics: dict | None) -> None:
         bar.update(step - bar.n)
@@ -58,16 +61,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     done = list_checkpoints(workdir / "checkpoints")
     start = done[-1][0] if (args.resume and done) else 0
-    bar, on_step = _progress_bar(cfg.train.total_steps, start)
+    if cfg.data.text_pairs_per_batch:
+        print(_describe_text_pairs(cfg))
+    bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
         results = train(
             cfg, workdir, resume=args.resume, on_step=on_step, eval_fn=make_eval_fn(cfg)
         )
     finally:
         bar.close()
-    _print_table({k: v for k, v in results.items() if not k.startswith("train/")}, "evaluation")
-    print(f"\nmodel written to {workdir / 'model'}")
+    if os.environ.get("RANK", "0") == "0":  # the other ranks hold no evaluation results
+        _print_table({k: v for k, v in results.items() if not k.startswith("train/")}, "evaluation")
+        print(f"\nmodel written to {workdir / 'model'}")
     return 0
+
+
+def _describe_text_pairs(cfg) -> str:
+    pairs, batch = cfg.data.text_pairs_per_batch, cfg.data.batch_size
+    line = f"co-training: {pairs} text pairs + {batch - pairs} image pairs per batch of {batch}"
+    if cfg.train.keep_image_pairs_constant:
+        line += (
+            f"; {cfg.effective_total_steps} steps (train.total_steps {cfg.train.total_steps} "
+            f"x {batch}/{batch - pairs}, keep_image_pairs_constant)"
+        )
+    return line
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -213,10 +230,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     done = list_checkpoints(workdir / "checkpoints")
     start = done[-1][0] if done else 0
     print(
-        f"[2/3] training {cfg.model.name} {cfg.model.options} for {cfg.train.total_steps} "
+        f"[2/3] training {cfg.model.name} {cfg.model.options} for {cfg.effective_total_steps} "
         f"steps of {cfg.data.batch_size}" + (f", resuming at step {start}" if start else "")
     )
-    bar, on_step = _progress_bar(cfg.train.total_steps, start)
+    bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
         train(cfg, workdir, resume=bool(done), on_step=on_step)
     finally:
@@ -502,10 +519,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``clippo`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"clippo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    # Under torchrun, leave the process group together (after an error, torchrun stops the rest).
+    if "torch.distributed" in sys.modules:
+        from clippo.train.distributed import shutdown_distributed
+
+        shutdown_distributed()
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,13 @@ from clippo.data.shards import (
     sample_label,
     sample_texts,
 )
-from clippo.data.textpairs import iter_text_pairs, split_sentences, write_text_pair_shards
+from clippo.data.textpairs import (
+    MixedBatchDataset,
+    TextPairDataset,
+    iter_text_pairs,
+    split_sentences,
+    write_text_pair_shards,
+)
 from clippo.data.transforms import (
     BadImageError,
     ImageTransform,
@@ -22,7 +28,9 @@ from clippo.data.transforms import (
 __all__ = [
     "BadImageError",
     "ImageTransform",
+    "MixedBatchDataset",
     "ShardDataset",
+    "TextPairDataset",
     "build_openclipart_shards",
     "clean_alt_texts",
     "expand_urls",

@@ -353,7 +353,9 @@ class ShardDataset(IterableDataset):
         rng = sample_rng(self.seed, epoch, key, _TEXT_STREAM)
         return texts[int(rng.integers(len(texts)))]
 
-    def _decode(self, sample: Sample, texts: list[str], label: int, epoch: int) -> Sample:
+    def _image(self, sample: Sample, epoch: int) -> torch.Tensor:
+        """The ``image`` entry of one example: the decoded, transformed pixels (a subclass may
+        look up something else by key, e.g. cached image-tower features)."""
         key = sample["__key__"]
         image = load_image(
             _image_entry(sample)[1],
@@ -362,9 +364,12 @@ class ShardDataset(IterableDataset):
             name=key,
         )
         if isinstance(self.image_transform, ImageTransform):
-            pixels = self.image_transform(image, key=key, epoch=epoch)
-        else:
-            pixels = self.image_transform(image)
+            return self.image_transform(image, key=key, epoch=epoch)
+        return self.image_transform(image)
+
+    def _decode(self, sample: Sample, texts: list[str], label: int, epoch: int) -> Sample:
+        key = sample["__key__"]
+        pixels = self._image(sample, epoch)
         text = self._pick_text(texts, epoch, key)
         out = {"image": pixels, "text": text, "texts": texts, "label": label, "key": key}
         if self.text_transform is not None:

@@ -11,7 +11,8 @@ Corpora here: any text files (paragraphs split at blank lines), the Debian refer
 (HTML, one document per section; ``align_debian_reference`` pairs its English and French
 versions where sections and paragraphs line up), and the fortunes files. Pairs are written as
 webdataset tar shards of ``KEY.json`` samples ``{"text_a", "text_b", "source", ...}``, without
-images, with a ``stats.json``; ``iter_text_pairs`` reads them back.
+images, with a ``stats.json``; ``iter_text_pairs`` reads them back, ``TextPairDataset`` batches
+them for training, and ``MixedBatchDataset`` joins them to image/alt-text batches (co-training).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import IterableDataset
 
 from clippo.data.openclipart import _pattern, _write_tar
-from clippo.data.shards import expand_urls, iter_tar_samples
+from clippo.data.shards import Sample, ShardDataset, _stack, expand_urls, iter_tar_samples
 
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -556,3 +558,102 @@ def iter_text_pairs(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> It
             meta = json.loads(sample["json"])
             if isinstance(meta, dict) and "text_a" in meta and "text_b" in meta:
                 yield meta["text_a"], meta["text_b"]
+
+
+# --------------------------------------------------------------------------------------------
+# Batches for co-training
+# --------------------------------------------------------------------------------------------
+
+
+class TextPairDataset(ShardDataset):
+    """Whole batches of text pairs from pair shards, for ``DataLoader(batch_size=None)``.
+
+    Shards are read, shuffled, split over ranks and workers, and resumed (``start_batch``)
+    exactly as ``ShardDataset`` reads image shards; the arguments are its own, less the image
+    ones. Each batch: ``text_a``, ``text_b``, ``key`` (lists); ``text_a_input``,
+    ``text_b_input`` (``text_transform`` of each side, stacked; only with a transform);
+    ``skipped`` and ``skip_reasons`` (samples without a valid pair since the previous batch).
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        batch_size: int,
+        text_transform: Callable[[str], Any] | None = None,
+        train: bool = True,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        epoch: int = 0,
+        drop_last: bool | None = None,
+        infinite: bool | None = None,
+        start_batch: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__(
+            urls,
+            batch_size=batch_size,
+            image_transform=None,
+            text_transform=text_transform,
+            train=train,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+            epoch=epoch,
+            drop_last=drop_last,
+            infinite=infinite,
+            start_batch=start_batch,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def _check(self, sample: Sample) -> str | Pair:
+        if "__error__" in sample:
+            return sample["__error__"]
+        try:
+            meta = json.loads(sample["json"]) if "json" in sample else None
+        except (ValueError, UnicodeDecodeError):
+            return "bad_json"
+        a = meta.get("text_a") if isinstance(meta, dict) else None
+        b = meta.get("text_b") if isinstance(meta, dict) else None
+        if not (isinstance(a, str) and a.strip() and isinstance(b, str) and b.strip()):
+            return "no_pair"
+        return a, b
+
+    def _decode(self, sample: Sample, text_a: str, text_b: str, epoch: int) -> Sample:
+        out = {"text_a": text_a, "text_b": text_b, "key": sample["__key__"]}
+        if self.text_transform is not None:
+            out["text_a_input"] = self.text_transform(text_a)
+            out["text_b_input"] = self.text_transform(text_b)
+        return out
+
+    def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
+        batch: dict[str, Any] = {k: [e[k] for e in examples] for k in ("text_a", "text_b", "key")}
+        if self.text_transform is not None:
+            batch["text_a_input"] = _stack([e["text_a_input"] for e in examples])
+            batch["text_b_input"] = _stack([e["text_b_input"] for e in examples])
+        batch["skipped"] = sum(skips.values())
+        batch["skip_reasons"] = dict(skips)
+        return batch
+
+
+class MixedBatchDataset(IterableDataset):
+    """CLIPPO's co-training batches: each image/alt-text batch joined by a batch of text pairs.
+
+    A batch is the image batch's dict plus the pair batch's entries prefixed with ``pair_``
+    (``pair_text_a``, ``pair_text_a_input``, ``pair_skipped``, ...). Both readers run in the
+    same DataLoader worker and count batches alike, so with one ``start_batch`` the pair stream
+    resumes exactly where the image stream does.
+    """
+
+    def __init__(self, images: ShardDataset, pairs: TextPairDataset):
+        if images.start_batch != pairs.start_batch:
+            raise ValueError(
+                f"image and pair readers must resume at the same batch, got "
+                f"{images.start_batch} and {pairs.start_batch}"
+            )
+        self.images, self.pairs = images, pairs
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for image_batch, pair_batch in zip(self.images, self.pairs, strict=False):
+            yield {**image_batch, **{f"pair_{k}": v for k, v in pair_batch.items()}}

@@ -34,7 +34,7 @@ def _loader(pattern: str, model, batch_size: int, text_sampling: str, workers: i
     dataset = ShardDataset(
         pattern,
         batch_size=batch_size,
-        image_transform=ImageTransform(model.cfg.vit.image_size, train=False),
+        image_transform=ImageTransform(model.image_size, train=False),
         text_transform=None,
         train=False,
         text_sampling=text_sampling,

@@ -1,4 +1,5 @@
-"""Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, the factory."""
+"""Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, LiT, the
+factory."""
 
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
@@ -10,6 +11,7 @@ from clippo.models.factory import (
     list_models,
     save_pretrained,
 )
+from clippo.models.lit import LiT, LiTConfig, create_lit
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig
 
@@ -19,6 +21,8 @@ __all__ = [
     "CLIPPO",
     "CLIPPOConfig",
     "ContrastiveModel",
+    "LiT",
+    "LiTConfig",
     "OneTowerCLIP",
     "OneTowerCLIPConfig",
     "TextTransformer",
@@ -26,6 +30,7 @@ __all__ = [
     "ViT",
     "ViTConfig",
     "count_parameters",
+    "create_lit",
     "create_model",
     "from_pretrained",
     "list_models",

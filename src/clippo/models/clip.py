@@ -115,6 +115,11 @@ class _TokenizedCLIP(nn.Module):
         return self.t.exp()
 
     @property
+    def image_size(self) -> int:
+        """Side of the square images the image tower reads."""
+        return self.cfg.vit.image_size
+
+    @property
     def tokenizer(self):
         """The SentencePiece tokenizer of ``cfg.tokenizer`` (loaded on first use)."""
         if self._tokenizer is None:

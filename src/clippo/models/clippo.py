@@ -66,7 +66,8 @@ class CLIPPO(nn.Module):
     ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
     ``encode_text(texts)``: list of strings, rendered with the model's Unifont settings -> the same.
     ``text_transform``: str -> rendered uint8 pixels, what the data pipeline stacks.
-    ``forward(images, text_pixels)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss.
+    ``forward(images, text_pixels)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss;
+    ``forward(images, text_pixels, (text_a, text_b))`` adds rendered text/text pairs.
     """
 
     def __init__(self, cfg: CLIPPOConfig):
@@ -87,6 +88,11 @@ class CLIPPO(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         """exp(t): the scale applied to cosine similarities."""
         return self.t.exp()
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images (and rendered texts) the ViT reads."""
+        return self.cfg.vit.image_size
 
     @property
     def renderer(self):
@@ -140,10 +146,25 @@ class CLIPPO(nn.Module):
         return self.encode_text_pixels(pixels, normalize=normalize)
 
     def forward(
-        self, images: torch.Tensor, text_pixels: torch.Tensor
+        self,
+        images: torch.Tensor,
+        text_pixels: torch.Tensor,
+        text_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both embeddings and the logit scale, for the contrastive loss."""
-        return self.encode_image(images), self.encode_text_input(text_pixels), self.logit_scale
+        """Both embeddings and the logit scale, for the contrastive loss.
+
+        ``text_pairs``: rendered ``(text_a, text_b)`` for co-training (paper section 3). Both
+        sides go through the text path; their rows follow the image/alt-text rows, so
+        ``zimg = [images; text_a]`` and ``ztxt = [alt-texts; text_b]``.
+        """
+        if text_pairs is None:
+            return self.encode_image(images), self.encode_text_input(text_pixels), self.logit_scale
+        text_a, text_b = text_pairs
+        rows = text_pixels.shape[0] + text_b.shape[0]
+        # One pass over every rendered text of the batch.
+        z = self.encode_text_input(torch.cat([text_pixels, text_b, text_a]))
+        zimg = torch.cat([self.encode_image(images), z[rows:]])
+        return zimg, z[:rows], self.logit_scale
 
 
 def _l2_normalize(z: torch.Tensor) -> torch.Tensor:

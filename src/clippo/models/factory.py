@@ -13,20 +13,28 @@ from safetensors.torch import load_file, save_file
 
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
+from clippo.models.lit import LiT, LiTConfig, create_lit
 from clippo.models.text_transformer import TextTransformerConfig
 from clippo.models.vit import VARIANTS, ViTConfig
 
-ContrastiveModel = CLIPPO | CLIP | OneTowerCLIP
+ContrastiveModel = CLIPPO | CLIP | OneTowerCLIP | LiT
 
-# Model-name prefix -> what it builds: CLIPPO (with its text_tower setting), CLIP*, 1T-CLIP.
+# Model-name prefix -> what it builds: CLIPPO (with its text_tower setting), CLIP*, 1T-CLIP,
+# LiT with its image and text tower settings (lit-Lu: locked image, random text tower).
 _FAMILIES = {
     "clippo": "shared",
     "clippo-untied": "separate",
     "clip": "clip",
     "1t-clip": "1t-clip",
+    **{f"lit-{i}{t}": "lit" for i in "LUu" for t in "LUu"},
 }
 _VIT_KEYS = set(ViTConfig.__dataclass_fields__)
-_MODEL_TYPES = {"clippo": CLIPPOConfig, "clip": CLIPConfig, "1t-clip": OneTowerCLIPConfig}
+_MODEL_TYPES = {
+    "clippo": CLIPPOConfig,
+    "clip": CLIPConfig,
+    "1t-clip": OneTowerCLIPConfig,
+    "lit": LiTConfig,
+}
 _TOKENIZER_FILE = "tokenizer.model"
 
 
@@ -61,11 +69,28 @@ def create_model(name: str = "clippo-B/16", **overrides) -> ContrastiveModel:
     or to the model: ``out_dim``, ``temperature_init``; CLIPPO's ``text_tower`` and ``render``;
     the tokenized models' ``tokenizer`` (a SentencePiece file, which also sets ``vocab_size``
     unless given), ``vocab_size`` and ``max_len``; CLIP*'s ``text`` (text-transformer fields,
-    e.g. ``{"pool_type": "map"}``; its size follows the ViT's otherwise).
+    e.g. ``{"pool_type": "map"}``; its size follows the ViT's otherwise). LiT
+    (``lit-XY-VARIANT``, X and Y the image and text settings L, U or u): the ViT is the text
+    tower's (pixels, or the size of a tokens tower) and ``image_size`` also the image tower's
+    input; ``LiTConfig`` fields such as ``image_tower``, ``image_source``, ``image_head``,
+    ``text_tower``, ``text_source``, ``tokenizer``, ``max_len``, ``out_dim``.
     """
     family, variant = parse_model_name(name)
     vit_kw = {k: overrides.pop(k) for k in list(overrides) if k in _VIT_KEYS}
     vit = ViTConfig.from_variant(variant, **vit_kw)
+    if _FAMILIES[family] == "lit":
+        fixed = {"vit", "image_mode", "text_mode", "image_size", "image_vit", "image_features"}
+        _check_options(overrides, set(LiTConfig.__dataclass_fields__) - fixed)
+        vit.num_classes = 0  # the text head projects
+        modes = family.removeprefix("lit-")
+        cfg = LiTConfig(
+            image_mode=modes[0],
+            text_mode=modes[1],
+            image_size=vit.image_size,
+            vit=vit,
+            **overrides,
+        )
+        return create_lit(cfg)
     if family in ("clippo", "clippo-untied"):
         _check_options(overrides, set(CLIPPOConfig.__dataclass_fields__) - {"vit"})
         overrides.setdefault("text_tower", _FAMILIES[family])
@@ -116,7 +141,7 @@ def model_from_config(config: dict, directory: str | os.PathLike | None = None) 
         if (Path(directory) / tokenizer).is_file():
             config["tokenizer"] = str(Path(directory) / tokenizer)
     cfg = _MODEL_TYPES[kind](**config)
-    return {"clippo": CLIPPO, "clip": CLIP, "1t-clip": OneTowerCLIP}[kind](cfg)
+    return {"clippo": CLIPPO, "clip": CLIP, "1t-clip": OneTowerCLIP, "lit": LiT}[kind](cfg)
 
 
 def save_pretrained(model: ContrastiveModel, directory: str | os.PathLike) -> Path:

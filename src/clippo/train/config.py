@@ -7,6 +7,7 @@ silently falls back to a default. ``--set a.b=value`` overrides use the same val
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -48,6 +49,18 @@ class DataConfig:
     workers: int = 2
     shuffle_buffer: int = 2_000
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # LiT (appendix E): a directory for the locked image tower's features, computed once
+    # and read instead of the images; needs a locked image tower and no augmentation.
+    image_cache: str | None = None
+    # Co-training (CLIPPO section 3): this share of every batch is text/text pairs read from
+    # text_pairs (shards of `clippo data textpairs`), both sides through the text path.
+    text_pairs: str | None = None
+    text_pair_fraction: float = 0.0  # in [0, 1)
+
+    @property
+    def text_pairs_per_batch(self) -> int:
+        """Text pairs in every global batch: ``text_pair_fraction`` of it, rounded half up."""
+        return math.floor(self.batch_size * self.text_pair_fraction + 0.5)
 
 
 @dataclass
@@ -87,6 +100,9 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on GPU), fp32, bf16
     grad_checkpointing: bool = False
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    # The paper's step rule for co-training: scale total_steps by batch / image pairs per batch,
+    # so as many image/alt-text pairs are seen as without text pairs (50% pairs -> 2x steps).
+    keep_image_pairs_constant: bool = False
 
 
 @dataclass
@@ -114,6 +130,16 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """Plain-dict form (what ``config.yaml`` in a work directory holds)."""
         return dataclasses.asdict(self)
+
+    @property
+    def effective_total_steps(self) -> int:
+        """The steps the loop runs: ``train.total_steps``, times batch / image pairs per batch
+        (rounded up) when ``train.keep_image_pairs_constant``."""
+        if not self.train.keep_image_pairs_constant:
+            return self.train.total_steps
+        batch = self.data.batch_size
+        image_pairs = batch - self.data.text_pairs_per_batch
+        return -(-self.train.total_steps * batch // image_pairs)
 
 
 def _build(cls, data: Any, path: str):
@@ -231,3 +257,34 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"eval.captions must be 'all' or 'first', got {cfg.eval.captions!r}")
     if cfg.data.batch_size <= 1:
         raise ConfigError(f"data.batch_size must be at least 2, got {cfg.data.batch_size}")
+    _check_text_pairs(cfg)
+
+
+def _check_text_pairs(cfg: ExperimentConfig) -> None:
+    from clippo.models.factory import parse_model_name
+
+    data = cfg.data
+    if not 0.0 <= data.text_pair_fraction < 1.0:
+        raise ConfigError(
+            f"data.text_pair_fraction must lie in [0, 1), got {data.text_pair_fraction}"
+        )
+    if data.text_pair_fraction == 0.0:
+        return
+    if not data.text_pairs:
+        raise ConfigError(
+            f"data.text_pairs: a text-pair shard pattern is required when "
+            f"data.text_pair_fraction is {data.text_pair_fraction}"
+        )
+    pairs = data.text_pairs_per_batch
+    if not 0 < pairs < data.batch_size:
+        raise ConfigError(
+            f"data.text_pair_fraction {data.text_pair_fraction} of data.batch_size "
+            f"{data.batch_size} gives {pairs} text pairs per batch: need at least one text pair "
+            "and one image pair"
+        )
+    family, _ = parse_model_name(cfg.model.name)
+    if not cfg.model.init and not family.startswith("clippo"):
+        raise ConfigError(
+            f"data.text_pair_fraction: text/text co-training needs a CLIPPO model (pixels for "
+            f"both sides), not {cfg.model.name!r}"
+        )

@@ -45,3 +45,10 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return value
+
+
+def shutdown_distributed() -> None:
+    """Waits for every process, then tears the process group down (a no-op on one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

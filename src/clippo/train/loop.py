@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -21,9 +22,10 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from clippo.data import ImageTransform, ShardDataset
+from clippo.data import ImageTransform, MixedBatchDataset, ShardDataset, TextPairDataset
+from clippo.data.image_cache import CachedImageShardDataset
 from clippo.losses import ContrastiveLoss
-from clippo.models import ContrastiveModel, create_model, from_pretrained, save_pretrained
+from clippo.models import CLIPPO, ContrastiveModel, create_model, from_pretrained, save_pretrained
 from clippo.train.checkpoint import (
     load_latest_checkpoint,
     rng_state,
@@ -32,6 +34,7 @@ from clippo.train.checkpoint import (
 )
 from clippo.train.config import ExperimentConfig
 from clippo.train.distributed import DistEnv, all_reduce_mean, init_distributed
+from clippo.train.image_cache import prepare_image_feature_cache
 from clippo.train.optim import build_optimizer
 from clippo.train.schedules import create_schedule
 
@@ -53,22 +56,41 @@ def build_model(cfg: ExperimentConfig) -> ContrastiveModel:
 def build_train_loader(
     cfg: ExperimentConfig, model: ContrastiveModel, env: DistEnv, start_batch: int
 ) -> DataLoader:
-    """Infinite loader of whole batches for this rank, positioned after ``start_batch``."""
+    """Infinite loader of whole batches for this rank, positioned after ``start_batch``.
+
+    With ``data.text_pair_fraction``, every batch also holds that share of text pairs
+    (``MixedBatchDataset``), split over ranks like the images.
+    """
     if cfg.data.batch_size % env.world_size:
         raise ValueError(
             f"data.batch_size {cfg.data.batch_size} is not divisible by {env.world_size} processes"
         )
+    pairs = cfg.data.text_pairs_per_batch
+    if pairs and not isinstance(model, CLIPPO):
+        raise ValueError(
+            f"text/text co-training (data.text_pair_fraction) needs a CLIPPO model, which reads "
+            f"both sides as pixels; got {type(model).__name__}"
+        )
+    if pairs % env.world_size:
+        raise ValueError(
+            f"{pairs} text pairs per batch are not divisible by {env.world_size} processes"
+        )
     aug = cfg.data.augment
     transform = ImageTransform(
-        model.cfg.vit.image_size,
+        model.image_size,
         train=True,
         flip=aug.flip,
         random_resized_crop=tuple(aug.random_resized_crop) if aug.random_resized_crop else None,
         seed=cfg.train.seed,
     )
-    dataset = ShardDataset(
+    reader = ShardDataset
+    if cfg.data.image_cache:  # a locked image tower's features, computed once (LiT)
+        reader = functools.partial(
+            CachedImageShardDataset, cache=prepare_image_feature_cache(cfg, model, env)
+        )
+    dataset = reader(
         cfg.data.train,
-        batch_size=cfg.data.batch_size // env.world_size,
+        batch_size=(cfg.data.batch_size - pairs) // env.world_size,
         image_transform=transform,
         text_transform=model.text_transform,  # rendered pixels or token ids
         train=True,
@@ -78,6 +100,19 @@ def build_train_loader(
         rank=env.rank,
         world_size=env.world_size,
     )
+    if pairs:
+        text_pairs = TextPairDataset(
+            cfg.data.text_pairs,
+            batch_size=pairs // env.world_size,
+            text_transform=model.text_transform,
+            train=True,
+            seed=cfg.train.seed,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            start_batch=start_batch,
+            rank=env.rank,
+            world_size=env.world_size,
+        )
+        dataset = MixedBatchDataset(dataset, text_pairs)
     return DataLoader(
         dataset,
         batch_size=None,
@@ -85,6 +120,17 @@ def build_train_loader(
         persistent_workers=cfg.data.workers > 0,
         prefetch_factor=4 if cfg.data.workers > 0 else None,
     )
+
+
+def _embed_batch(model: torch.nn.Module, batch: dict[str, Any], device: torch.device):
+    """``(zimg, ztxt, scale)`` of a batch; a mixed batch's text pairs follow its image rows."""
+    images = batch["image"].to(device, non_blocking=True)
+    texts = batch["text_input"].to(device, non_blocking=True)
+    if "pair_text_a_input" not in batch:
+        return model(images, texts)
+    text_a = batch["pair_text_a_input"].to(device, non_blocking=True)
+    text_b = batch["pair_text_b_input"].to(device, non_blocking=True)
+    return model(images, texts, (text_a, text_b))
 
 
 def _autocast(cfg: ExperimentConfig, device: torch.device):
@@ -150,7 +196,8 @@ def train(
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     model = build_model(cfg).to(env.device)
-    schedule = create_schedule(cfg.train.total_steps, **dataclasses.asdict(cfg.optim.schedule))
+    total_steps = cfg.effective_total_steps  # train.total_steps, or scaled for text pairs
+    schedule = create_schedule(total_steps, **dataclasses.asdict(cfg.optim.schedule))
     optimizer, scheduler = build_optimizer(
         model,
         name=cfg.optim.name,
@@ -184,12 +231,10 @@ def train(
     seen, skipped, t0 = 0, 0, time.perf_counter()
     model.train()
     try:
-        while step < cfg.train.total_steps:
+        while step < total_steps:
             batch = next(batches)
-            images = batch["image"].to(env.device, non_blocking=True)
-            texts = batch["text_input"].to(env.device, non_blocking=True)
             with _autocast(cfg, env.device):
-                zimg, ztxt, scale = ddp(images, texts)
+                zimg, ztxt, scale = _embed_batch(ddp, batch, env.device)
             loss, extras = loss_fn(zimg.float(), ztxt.float(), scale.float())
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -201,11 +246,11 @@ def train(
             optimizer.step()  # clips by global norm first, as big_vision's chain does
             scheduler.step()
             step += 1
-            seen += images.shape[0] * env.world_size
+            seen += zimg.shape[0] * env.world_size
             skipped += int(batch.get("skipped", 0))
 
             metrics = None
-            if step % cfg.train.log_every == 0 or step == cfg.train.total_steps:
+            if step % cfg.train.log_every == 0 or step == total_steps:
                 dt = time.perf_counter() - t0
                 metrics = {
                     "train/loss": all_reduce_mean(loss.detach()).item(),
@@ -215,12 +260,13 @@ def train(
                     "train/grad_norm": float(optimizer.grad_norm),
                     "train/examples_per_s": seen / dt,
                     "train/skipped_images": skipped,
+                    "train/total_steps": total_steps,
                 }
                 seen, t0 = 0, time.perf_counter()
                 last.update(metrics)
                 if writer is not None:
                     writer.write(step, metrics)
-            if step % cfg.train.ckpt_every == 0 or step == cfg.train.total_steps:
+            if step % cfg.train.ckpt_every == 0 or step == total_steps:
                 if env.is_main:
                     save_checkpoint(
                         ckpt_dir,
@@ -235,7 +281,7 @@ def train(
                         },
                         keep=cfg.train.keep_ckpts,
                     )
-            final = step == cfg.train.total_steps
+            final = step == total_steps
             every = cfg.train.eval_every
             if eval_fn is not None and (final or (every and step % every == 0)):
                 if env.is_main:  # other ranks wait: evaluation sets are small

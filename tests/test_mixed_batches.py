@@ -1,0 +1,276 @@
+"""Co-training with text pairs: batch composition, the text path, the loss, resume, configs."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from clippo.data import TextPairDataset
+from clippo.data.textpairs import (
+    FORTUNES_DIR,
+    nsp_pairs,
+    read_fortunes,
+    split_sentences,
+    write_text_pair_shards,
+)
+from clippo.models import create_model
+from clippo.models.clippo import text_pixels_to_input
+from clippo.train.checkpoint import list_checkpoints
+from clippo.train.config import ConfigError, load_config
+from clippo.train.distributed import DistEnv
+from clippo.train.loop import build_model, build_train_loader, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fortune_pairs(tmp_path_factory):
+    """120 real next-sentence pairs from the science fortunes, in 5 shards of 24."""
+    documents = [split_sentences(e) for e in read_fortunes(FORTUNES_DIR / "science")]
+    pairs = list(nsp_pairs(documents))[:120]
+    out = tmp_path_factory.mktemp("fortune_pairs")
+    stats = write_text_pair_shards(pairs, out, source="nsp", shard_size=24)
+    assert len(stats["shards"]["train"]) == 5
+    return str(out / stats["train_pattern"]), set(pairs)
+
+
+def _cfg(images, pairs, **sets):
+    out, stats = images
+    tree = {
+        "model": {"name": "clippo-mu/16", "options": {"image_size": 32, "out_dim": 16}},
+        "data": {
+            "train": str(out / stats["train_pattern"]),
+            "val": str(out / stats["val_pattern"]),
+            "batch_size": 8,
+            "workers": 2,
+            "shuffle_buffer": 20,
+            "augment": {"flip": True, "random_resized_crop": [0.5, 1.0]},
+            "text_pairs": pairs[0],
+            "text_pair_fraction": 0.25,
+        },
+        "optim": {"name": "adafactor", "lr": 1e-3, "schedule": {"warmup_steps": 2}},
+        "train": {"total_steps": 4, "log_every": 2, "ckpt_every": 4, "threads": 1},
+    }
+    for dotted, value in sets.items():
+        section, key = dotted.split(".")
+        tree[section][key] = value
+    return load_config(tree)
+
+
+def test_every_batch_holds_exact_image_and_pair_counts(openclipart_small, fortune_pairs):
+    cfg = _cfg(openclipart_small, fortune_pairs)
+    model = build_model(cfg)
+    seen = []
+    for i, batch in zip(range(6), build_train_loader(cfg, model, DistEnv(), 0), strict=False):
+        assert batch["image"].shape == (6, 3, 32, 32) and batch["text_input"].shape == (6, 32, 32)
+        assert batch["pair_text_a_input"].shape == batch["pair_text_b_input"].shape == (2, 32, 32)
+        assert len(batch["text"]) == 6 and len(batch["pair_text_a"]) == 2, i
+        pairs = list(zip(batch["pair_text_a"], batch["pair_text_b"], strict=True))
+        assert set(pairs) <= fortune_pairs[1]
+        assert torch.equal(batch["pair_text_b_input"], model.preprocess_text(batch["pair_text_b"]))
+        seen += pairs
+    assert len(set(seen)) == 12  # two workers, 12 of 120 pairs: none twice
+
+
+def test_ranks_split_the_pairs_like_the_images(openclipart_small, fortune_pairs):
+    cfg = _cfg(openclipart_small, fortune_pairs, **{"data.workers": 0})
+    model = build_model(cfg)
+    per_rank = []
+    for rank in (0, 1):
+        loader = build_train_loader(cfg, model, DistEnv(rank=rank, world_size=2), 0)
+        batches = [b for _, b in zip(range(5), loader, strict=False)]
+        assert all(len(b["key"]) == 3 and len(b["pair_key"]) == 1 for b in batches)
+        per_rank.append({k for b in batches for k in b["pair_key"]})
+    assert len(per_rank[0]) == len(per_rank[1]) == 5 and not per_rank[0] & per_rank[1]
+    # One ordered pass: the ranks' shares are disjoint and cover every pair.
+    epoch = [
+        [p for b in TextPairDataset(fortune_pairs[0], batch_size=7, train=False, rank=r,
+                                    world_size=2)
+         for p in zip(b["text_a"], b["text_b"], strict=True)]
+        for r in (0, 1)
+    ]  # fmt: skip
+    assert not set(epoch[0]) & set(epoch[1]) and set(epoch[0] + epoch[1]) == fortune_pairs[1]
+
+
+def test_loader_resumes_the_pair_stream_with_the_image_stream(openclipart_small, fortune_pairs):
+    cfg = _cfg(openclipart_small, fortune_pairs)
+    model = build_model(cfg)
+    straight = [b for _, b in zip(range(7), build_train_loader(cfg, model, DistEnv(), 0),
+                                  strict=False)]  # fmt: skip
+    resumed = [b for _, b in zip(range(4), build_train_loader(cfg, model, DistEnv(), 3),
+                                 strict=False)]  # fmt: skip
+    for a, b in zip(straight[3:], resumed, strict=True):
+        assert a["key"] == b["key"] and a["pair_key"] == b["pair_key"]
+        assert torch.equal(a["image"], b["image"])
+        assert torch.equal(a["pair_text_a_input"], b["pair_text_a_input"])
+    assert straight[0]["pair_key"] != resumed[0]["pair_key"]
+
+
+def test_both_sides_of_a_pair_go_through_the_text_path(openclipart_small, fortune_pairs):
+    # Untied towers: the image path and the text path give different embeddings.
+    cfg = _cfg(openclipart_small, fortune_pairs, **{"data.workers": 0})
+    model = create_model("clippo-untied-mu/16", image_size=32, out_dim=16).eval()
+    batch = next(iter(build_train_loader(cfg, model, DistEnv(), 0)))
+    with torch.no_grad():
+        zimg, ztxt, _ = model(
+            batch["image"], batch["text_input"],
+            (batch["pair_text_a_input"], batch["pair_text_b_input"]),
+        )  # fmt: skip
+        a_as_image = model.encode_image(text_pixels_to_input(batch["pair_text_a_input"]))
+        expected_img = torch.cat(
+            [model.encode_image(batch["image"]), model.encode_text(batch["pair_text_a"])]
+        )
+        expected_txt = model.encode_text(batch["text"] + batch["pair_text_b"])
+    torch.testing.assert_close(zimg, expected_img, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ztxt, expected_txt, rtol=1e-5, atol=1e-5)
+    assert (zimg[6:] - a_as_image).abs().max() > 1e-2
+
+
+def test_loop_loss_is_the_contrastive_loss_over_the_whole_mixed_batch(
+    openclipart_small, fortune_pairs, tmp_path
+):
+    cfg = _cfg(
+        openclipart_small,
+        fortune_pairs,
+        **{"data.workers": 0, "train.total_steps": 1, "train.log_every": 1},
+    )
+    logged = {}
+    train(cfg, tmp_path, on_step=lambda step, metrics: logged.update(metrics or {}))
+    # The loop seeds torch, then builds the model first: the same weights and first batch.
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    batch = next(iter(build_train_loader(cfg, model, DistEnv(), 0)))
+    with torch.no_grad():
+        zimg = torch.cat(
+            [model.encode_image(batch["image"]), model.encode_text(batch["pair_text_a"])]
+        )
+        ztxt = model.encode_text(batch["text"] + batch["pair_text_b"])
+        logits = model.logit_scale * zimg @ ztxt.T
+    assert logits.shape == (8, 8)
+    target = torch.arange(8)
+    direct = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    images_only = 0.5 * (
+        F.cross_entropy(logits[:6, :6], target[:6]) + F.cross_entropy(logits[:6, :6].T, target[:6])
+    )
+    assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)
+    assert abs(direct.item() - images_only.item()) > 1e-3
+
+
+def test_resume_with_text_pairs_continues_exactly(openclipart_small, fortune_pairs, tmp_path):
+    # 9 steps x 8/6 (two of eight rows are text pairs) = 12 steps, checkpoints at 6 and 12.
+    cfg = _cfg(
+        openclipart_small,
+        fortune_pairs,
+        **{
+            "train.total_steps": 9,
+            "train.keep_image_pairs_constant": True,
+            "train.ckpt_every": 6,
+            "train.log_every": 3,
+            "train.keep_ckpts": 5,
+        },
+    )
+    assert cfg.effective_total_steps == 12
+    run = tmp_path / "run"
+    train(cfg, run)
+    final = load_file(run / "model" / "model.safetensors")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6, 9, 12]
+    assert {r["train/total_steps"] for r in records} == {12}
+    ckpts = dict(list_checkpoints(run / "checkpoints"))
+    assert sorted(ckpts) == [6, 12]
+    ckpts[12].unlink()
+    for f in (run / "model").iterdir():
+        f.unlink()
+    train(cfg, run, resume=True)
+    resumed = load_file(run / "model" / "model.safetensors")
+    for k in final:
+        torch.testing.assert_close(resumed[k], final[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        ({"data.text_pair_fraction": 1.0}, r"data.text_pair_fraction must lie in \[0, 1\)"),
+        ({"data.text_pair_fraction": -0.1}, r"data.text_pair_fraction must lie in \[0, 1\)"),
+        ({"data.text_pairs": None}, "data.text_pairs: a text-pair shard pattern is required"),
+        ({"data.text_pair_fraction": 0.05}, "gives 0 text pairs per batch"),
+        ({"data.text_pair_fraction": 0.95}, "gives 8 text pairs per batch"),
+        ({"model.name": "clip-mu/16"}, "needs a CLIPPO model"),
+        ({"data.text_pair_fractoin": 0.5}, "unknown config key 'data.text_pair_fractoin'"),
+        ({"train.keep_image_pairs_constant": "yes"}, "keep_image_pairs_constant: expected"),
+    ],
+)
+def test_config_rejects_bad_text_pair_settings(openclipart_small, fortune_pairs, sets, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(openclipart_small, fortune_pairs, **sets)
+
+
+@pytest.mark.parametrize(
+    "batch, fraction, keep, steps",
+    [(256, 0.25, True, 800), (256, 0.5, True, 1200), (256, 0.5, False, 600), (10, 0.0, True, 600)],
+)
+def test_step_rule_keeps_image_pairs_seen_constant(batch, fraction, keep, steps):
+    cfg = load_config(
+        {
+            "data": {"batch_size": batch, "text_pairs": "x.tar", "text_pair_fraction": fraction},
+            "train": {"total_steps": 600, "keep_image_pairs_constant": keep},
+        }
+    )
+    assert cfg.effective_total_steps == steps
+
+
+def test_tokenized_models_are_refused(openclipart_small, fortune_pairs):
+    cfg = _cfg(openclipart_small, fortune_pairs)
+    with pytest.raises(ValueError, match="needs a CLIPPO model"):
+        build_train_loader(cfg, create_model("1t-clip-mu/16"), DistEnv(), 0)
+
+
+def test_packaged_demo_textpairs_mirrors_demo_with_25_percent_pairs():
+    from clippo.cli import resolve_config
+
+    demo = load_config(resolve_config("demo")).to_dict()
+    pairs = load_config(resolve_config("demo_textpairs"))
+    assert pairs.data.text_pairs_per_batch == 64 and pairs.effective_total_steps == 800
+    mixed = pairs.to_dict()
+    pair_keys = {"data": ["train", "val", "text_pairs", "text_pair_fraction"],
+                 "train": ["keep_image_pairs_constant"]}  # fmt: skip
+    for section, keys in pair_keys.items():
+        for key in keys:
+            demo[section].pop(key), mixed[section].pop(key)
+    assert mixed == demo, "demo_textpairs.yaml must equal demo.yaml except its text-pair keys"
+
+
+def test_cli_trains_demo_textpairs_and_reports_the_step_rule(
+    openclipart_small, fortune_pairs, tmp_path, capsys
+):
+    from clippo.cli import main
+
+    out, stats = openclipart_small
+    small = {
+        "model.name": "clippo-mu/16",
+        "model.options": "{image_size: 32, out_dim: 16}",
+        "data.train": out / stats["train_pattern"],
+        "data.val": out / stats["val_pattern"],
+        "data.text_pairs": fortune_pairs[0],
+        "data.batch_size": 8,
+        "data.workers": 0,
+        "data.shuffle_buffer": 20,
+        "train.total_steps": 3,
+        "train.threads": 1,
+        "train.precision": "fp32",
+        "optim.schedule.warmup_steps": 1,
+        "eval.fewshot_train_examples": 60,
+    }
+    sets = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
+    assert main(["train", "demo_textpairs", "--workdir", str(tmp_path), *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "co-training: 2 text pairs + 6 image pairs per batch of 8; 4 steps" in printed
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [4]
