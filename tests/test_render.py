@@ -298,3 +298,23 @@ def test_render_to_png_writes_the_rendered_pixels(tmp_path):
     grid = render_to_png("some text", tmp_path / "g.png", show_grid=True)
     assert np.asarray(Image.open(tmp_path / "g.png")).shape == (224, 224, 3)
     assert (grid[0] == (255, 0, 0)).all()
+
+
+def test_cli_render_writes_what_the_model_sees_with_optional_grid(tmp_path):
+    from PIL import Image
+
+    from clippo.cli import main
+
+    plain, grid = tmp_path / "plain.png", tmp_path / "grid.png"
+    assert main(["render", "Ünïcode café", "-o", str(plain), "--image-size", "64"]) == 0
+    assert (
+        main(["render", "Ünïcode café", "-o", str(grid), "--image-size", "64", "--show-grid"]) == 0
+    )
+    expected = UnifontRenderer(image_size=64)("Ünïcode café")
+    np.testing.assert_array_equal(np.asarray(Image.open(plain)), expected)
+    rgb = np.asarray(Image.open(grid))
+    assert rgb.shape == (64, 64, 3)
+    assert (rgb[::16, :] == (255, 0, 0)).all() and (rgb[:, ::16] == (255, 0, 0)).all()
+    inside = np.ones((64, 64), bool)
+    inside[::16, :] = inside[:, ::16] = False
+    np.testing.assert_array_equal(rgb[inside], UnifontRenderer.to_rgb(expected)[inside])
