@@ -1,10 +1,10 @@
 """Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, LiT, the
 factory."""
 
+from clippo.models.base import ContrastiveModel
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
 from clippo.models.factory import (
-    ContrastiveModel,
     count_parameters,
     create_model,
     from_pretrained,

@@ -9,13 +9,11 @@ interface as ``CLIPPO``, so the training loop and evaluators serve all three.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
-from clippo.models.clippo import _l2_normalize
+from clippo.models.base import ContrastiveModel, l2_normalize
 from clippo.models.text_transformer import (
     TextTransformer,
     TextTransformerConfig,
@@ -91,7 +89,7 @@ class OneTowerCLIPConfig:
         }
 
 
-class _TokenizedCLIP(nn.Module):
+class _TokenizedCLIP(ContrastiveModel):
     """What CLIP* and 1T-CLIP share: the temperature, the tokenizer and the open_clip interface.
 
     ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
@@ -104,20 +102,10 @@ class _TokenizedCLIP(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image = ViT(cfg.vit)
-        self.t = nn.Parameter(torch.tensor([math.log(cfg.temperature_init)]))
+        self.init_temperature(cfg.temperature_init)
         self._tokenizer = None
         if cfg.tokenizer is not None:
             _ = self.tokenizer  # fail early on a missing file or a vocabulary too large
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        """exp(t): the scale applied to cosine similarities."""
-        return self.t.exp()
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square images the image tower reads."""
-        return self.cfg.vit.image_size
 
     @property
     def tokenizer(self):
@@ -149,31 +137,13 @@ class _TokenizedCLIP(nn.Module):
         """str -> int32 token ids ``(max_len,)``; picklable, for DataLoader workers."""
         return self.tokenizer
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
-        z = self.image(images)
-        return _l2_normalize(z) if normalize else z
-
     def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def encode_text_input(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds token ids ``(N, max_len)``, as ``text_transform`` makes them."""
         z = self._embed_tokens(tokens.to(self.t.device))
-        return _l2_normalize(z) if normalize else z
-
-    def encode_text(self, texts: list[str] | str, normalize: bool = True) -> torch.Tensor:
-        """Embeds strings: tokenizes them, then runs the text path."""
-        if isinstance(texts, str):
-            texts = [texts]
-        tokens = torch.from_numpy(self.tokenizer(texts))
-        return self.encode_text_input(tokens, normalize=normalize)
-
-    def forward(
-        self, images: torch.Tensor, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both embeddings and the logit scale, for the contrastive loss."""
-        return self.encode_image(images), self.encode_text_input(tokens), self.logit_scale
+        return l2_normalize(z) if normalize else z
 
 
 class CLIP(_TokenizedCLIP):

@@ -6,13 +6,11 @@ paper. ``text_tower`` switches on the weight-sharing ablations of the paper's Ta
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from torch import nn
 
+from clippo.models.base import ContrastiveModel, l2_normalize
 from clippo.models.vit import ViT, ViTConfig, make_head, make_patch_embed
 
 TEXT_TOWERS = ("shared", "separate_embedding", "separate_head", "separate")
@@ -60,7 +58,7 @@ def text_pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
     return x[:, None].expand(-1, 3, -1, -1)
 
 
-class CLIPPO(nn.Module):
+class CLIPPO(ContrastiveModel):
     """One-tower CLIPPO model with the open_clip interface.
 
     ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
@@ -81,18 +79,8 @@ class CLIPPO(nn.Module):
             self.text_patch_embed = make_patch_embed(cfg.vit)
         elif cfg.text_tower == "separate_head":
             self.text_head = make_head(cfg.vit)
-        self.t = nn.Parameter(torch.tensor([math.log(cfg.temperature_init)]))
+        self.init_temperature(cfg.temperature_init)
         self._renderer = None
-
-    @property
-    def logit_scale(self) -> torch.Tensor:
-        """exp(t): the scale applied to cosine similarities."""
-        return self.t.exp()
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square images (and rendered texts) the ViT reads."""
-        return self.cfg.vit.image_size
 
     @property
     def renderer(self):
@@ -108,17 +96,9 @@ class CLIPPO(nn.Module):
         """str -> uint8 rendered text ``(H, W)``; picklable, for DataLoader workers."""
         return self.renderer
 
-    def _device(self) -> torch.device:
-        return self.t.device
-
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
-        z = self.image(images)
-        return _l2_normalize(z) if normalize else z
-
     def encode_text_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds already rendered text: uint8 ``(N, H, W)``."""
-        x = text_pixels_to_input(pixels.to(self._device()))
+        x = text_pixels_to_input(pixels.to(self.t.device))
         tower = self.image
         if self.text is not None:
             z = self.text(x)
@@ -128,21 +108,10 @@ class CLIPPO(nn.Module):
             z = self.text_head(tower.forward_features(x)["pre_logits"])
         else:
             z = tower(x)
-        return _l2_normalize(z) if normalize else z
+        return l2_normalize(z) if normalize else z
 
     def encode_text_input(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds what ``text_transform`` makes (rendered text); the models' common name."""
-        return self.encode_text_pixels(pixels, normalize=normalize)
-
-    def preprocess_text(self, texts: list[str] | str) -> torch.Tensor:
-        """Renders strings to the uint8 text images the model reads."""
-        return torch.from_numpy(np.ascontiguousarray(self.renderer(texts)))
-
-    def encode_text(self, texts: list[str] | str, normalize: bool = True) -> torch.Tensor:
-        """Embeds strings (any language): renders them with Unifont, then runs the ViT."""
-        if isinstance(texts, str):
-            texts = [texts]
-        pixels = self.preprocess_text(texts)
         return self.encode_text_pixels(pixels, normalize=normalize)
 
     def forward(
@@ -158,15 +127,10 @@ class CLIPPO(nn.Module):
         ``zimg = [images; text_a]`` and ``ztxt = [alt-texts; text_b]``.
         """
         if text_pairs is None:
-            return self.encode_image(images), self.encode_text_input(text_pixels), self.logit_scale
+            return super().forward(images, text_pixels)
         text_a, text_b = text_pairs
         rows = text_pixels.shape[0] + text_b.shape[0]
         # One pass over every rendered text of the batch.
         z = self.encode_text_input(torch.cat([text_pixels, text_b, text_a]))
         zimg = torch.cat([self.encode_image(images), z[rows:]])
         return zimg, z[:rows], self.logit_scale
-
-
-def _l2_normalize(z: torch.Tensor) -> torch.Tensor:
-    # big_vision divides by (norm + 1e-8) rather than clamping the norm.
-    return z / (z.norm(dim=-1, keepdim=True) + 1e-8)

@@ -11,13 +11,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from clippo.models.base import ContrastiveModel
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
 from clippo.models.lit import LiT, LiTConfig, create_lit
 from clippo.models.text_transformer import TextTransformerConfig
 from clippo.models.vit import VARIANTS, ViTConfig
-
-ContrastiveModel = CLIPPO | CLIP | OneTowerCLIP | LiT
 
 # Model-name prefix -> what it builds: CLIPPO (with its text_tower setting), CLIP*, 1T-CLIP,
 # LiT with its image and text tower settings (lit-Lu: locked image, random text tower).

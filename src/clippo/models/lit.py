@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clippo.models.clippo import _l2_normalize, text_pixels_to_input
+from clippo.models.base import ContrastiveModel, l2_normalize
+from clippo.models.clippo import text_pixels_to_input
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
 
@@ -264,7 +264,7 @@ def _linear_head(in_dim: int, out_dim: int) -> nn.Linear:
 # -- the model ------------------------------------------------------------------------------
 
 
-class LiT(nn.Module):
+class LiT(ContrastiveModel):
     """Two towers with the open_clip interface, each locked or trainable.
 
     ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
@@ -303,7 +303,7 @@ class LiT(nn.Module):
         )
         self.text = self._build_text_tower()
         self.text_head = _linear_head(self._text_features(), cfg.out_dim)
-        self.t = nn.Parameter(torch.tensor([math.log(cfg.temperature_init)]))
+        self.init_temperature(cfg.temperature_init)
         self._reader = None
         for tower, mode in ((self.image, cfg.image_mode), (self.text, cfg.text_mode)):
             if mode == "L":
@@ -345,11 +345,6 @@ class LiT(nn.Module):
         return self
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        """exp(t): the scale applied to cosine similarities."""
-        return self.t.exp()
-
-    @property
     def image_size(self) -> int:
         """Side of the square images the image tower reads."""
         return self.cfg.image_size
@@ -372,7 +367,7 @@ class LiT(nn.Module):
         z = features.to(self.t.device)
         if self.image_head is not None:
             z = self.image_head(z)
-        return _l2_normalize(z) if normalize else z
+        return l2_normalize(z) if normalize else z
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
@@ -419,14 +414,7 @@ class LiT(nn.Module):
         with torch.set_grad_enabled(grad):
             features = self.text(x)
         z = self.text_head(features)
-        return _l2_normalize(z) if normalize else z
-
-    def encode_text(self, texts: list[str] | str, normalize: bool = True) -> torch.Tensor:
-        """Embeds strings with the text tower's own reader."""
-        if isinstance(texts, str):
-            texts = [texts]
-        x = torch.from_numpy(np.ascontiguousarray(self.text_transform(texts)))
-        return self.encode_text_input(x, normalize=normalize)
+        return l2_normalize(z) if normalize else z
 
     def forward(
         self, images: torch.Tensor, text_input: torch.Tensor
