@@ -167,3 +167,22 @@ def test_bad_builder_inputs_raise_clear_errors(tmp_path):
         build_openclipart_shards(tmp_path, files=["animals/no_such.png"])
     with pytest.raises(ValueError, match="val_size=5 leaves no training data"):
         build_openclipart_shards(tmp_path, files=subset()[:5], val_size=5)
+
+
+def test_broken_png_is_skipped_and_counted_and_the_build_goes_on(tmp_path):
+    # A real openclipart tree in miniature, one PNG cut in half as a bad download would be.
+    names = [subset()[0], subset()[1], "recreation/music/trumpet_pocket_colour_ganso.png"]
+    src = tmp_path / "openclipart"
+    for name in names:
+        for kind, ext in (("png", ".png"), ("svg", ".svg")):
+            dest = src / kind / Path(name).with_suffix(ext)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes((ROOT / kind / Path(name).with_suffix(ext)).read_bytes())
+    broken = src / "png" / names[2]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    stats = build_openclipart_shards(
+        tmp_path / "out", src_root=src, val_size=1, seed=0, image_size=32, shard_size=10, workers=1
+    )
+    assert stats["files"] == 3
+    assert stats["skipped"] == {"broken": 1}
+    assert stats["train"] + stats["val"] == 2

@@ -88,10 +88,8 @@ def build_train_loader(
         reader = functools.partial(
             CachedImageShardDataset, cache=prepare_image_feature_cache(cfg, model, env)
         )
-    dataset = reader(
-        cfg.data.train,
-        batch_size=(cfg.data.batch_size - pairs) // env.world_size,
-        image_transform=transform,
+    # What the image/alt-text stream and the text-pair stream share: position, order, split.
+    common = dict(
         text_transform=model.text_transform,  # rendered pixels or token ids
         train=True,
         seed=cfg.train.seed,
@@ -100,17 +98,11 @@ def build_train_loader(
         rank=env.rank,
         world_size=env.world_size,
     )
+    per_rank = (cfg.data.batch_size - pairs) // env.world_size
+    dataset = reader(cfg.data.train, batch_size=per_rank, image_transform=transform, **common)
     if pairs:
         text_pairs = TextPairDataset(
-            cfg.data.text_pairs,
-            batch_size=pairs // env.world_size,
-            text_transform=model.text_transform,
-            train=True,
-            seed=cfg.train.seed,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            start_batch=start_batch,
-            rank=env.rank,
-            world_size=env.world_size,
+            cfg.data.text_pairs, batch_size=pairs // env.world_size, **common
         )
         dataset = MixedBatchDataset(dataset, text_pairs)
     return DataLoader(
