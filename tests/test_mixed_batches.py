@@ -238,7 +238,7 @@ def test_packaged_demo_textpairs_mirrors_demo_with_25_percent_pairs():
 
     demo = load_config(resolve_config("demo")).to_dict()
     pairs = load_config(resolve_config("demo_textpairs"))
-    assert pairs.data.text_pairs_per_batch == 64 and pairs.effective_total_steps == 800
+    assert pairs.data.text_pairs_per_batch == 64 and pairs.effective_total_steps == 1600
     mixed = pairs.to_dict()
     pair_keys = {"data": ["train", "val", "text_pairs", "text_pair_fraction"],
                  "train": ["keep_image_pairs_constant"]}  # fmt: skip
