@@ -1,6 +1,6 @@
 """Training throughput: examples/s of full training steps (forward, loss, backward, optimizer).
 
-Uses synthetic tensors of the right shapes so it measures the model and optimizer, not the data
+Uses random images and one repeated alt-text so it measures the model and optimizer, not the data
 pipeline (see bench/render.py and the data pipeline figures for those).
 
     python bench/train_step.py                       # the demo config and B/16
@@ -27,7 +27,7 @@ def measure(config: str, overrides: list[str], batch: int | None, steps: int, pr
     cfg = load_config(resolve_config(config), overrides)
     model = build_model(cfg)
     batch = batch or cfg.data.batch_size
-    size = model.cfg.vit.image_size
+    size = model.image_size
     opt, sched = build_optimizer(
         model,
         name=cfg.optim.name,
@@ -38,7 +38,8 @@ def measure(config: str, overrides: list[str], batch: int | None, steps: int, pr
     )
     loss_fn = ContrastiveLoss()
     images = torch.rand(batch, 3, size, size) * 2 - 1
-    texts = (torch.rand(batch, size, size) > 0.9).to(torch.uint8) * 127
+    # What the model's text path reads (rendered pixels or token ids) for a typical alt-text.
+    texts = model.preprocess_text(["Owl on Branch: owl, animal, bird"] * batch)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step():
