@@ -23,7 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from clippo.data import ImageTransform, MixedBatchDataset, ShardDataset, TextPairDataset
-from clippo.data.image_cache import CachedImageShardDataset
+from clippo.data.image_cache import (
+    CachedImageShardDataset,
+    ImageFeatureCache,
+    build_image_feature_cache,
+)
 from clippo.losses import ContrastiveLoss
 from clippo.models import CLIPPO, ContrastiveModel, create_model, from_pretrained, save_pretrained
 from clippo.train.checkpoint import (
@@ -34,7 +38,6 @@ from clippo.train.checkpoint import (
 )
 from clippo.train.config import ExperimentConfig
 from clippo.train.distributed import DistEnv, all_reduce_mean, init_distributed
-from clippo.train.image_cache import prepare_image_feature_cache
 from clippo.train.optim import build_optimizer
 from clippo.train.schedules import create_schedule
 
@@ -51,6 +54,49 @@ def build_model(cfg: ExperimentConfig) -> ContrastiveModel:
         cfg.model.name,
         **{**cfg.model.options, "grad_checkpointing": cfg.train.grad_checkpointing},
     )
+
+
+def _prepare_image_feature_cache(
+    cfg: ExperimentConfig, model: torch.nn.Module, env: DistEnv
+) -> ImageFeatureCache:
+    """The cache of ``model``'s image tower over ``cfg.data.train`` in ``cfg.data.image_cache``,
+    built by the main process when missing or stale (other processes wait).
+
+    Raises ValueError unless the image tower is locked and augmentation is off: otherwise the
+    features change between steps or epochs and a cache would train on the wrong inputs.
+    """
+    if not getattr(model, "image_locked", False):
+        raise ValueError(
+            "data.image_cache needs a locked image tower (a LiT model 'lit-L?-...'); "
+            f"got {type(model).__name__}"
+        )
+    aug = cfg.data.augment
+    if aug.flip or aug.random_resized_crop:
+        raise ValueError(
+            "data.image_cache needs data.augment off (flip: false, random_resized_crop: null): "
+            "augmented images have no fixed features"
+        )
+    directory = cfg.data.image_cache
+    tower_id = model.image_tower_id()
+    device = next(model.parameters()).device
+
+    def build() -> ImageFeatureCache:
+        return build_image_feature_cache(
+            cfg.data.train,
+            directory,
+            lambda images: model.image_features(images.to(device)),
+            tower_id=tower_id,
+            image_size=model.image_size,
+            batch_size=cfg.eval.batch_size,
+        )
+
+    if env.is_main:
+        cache = build()
+    if env.world_size > 1:
+        torch.distributed.barrier()
+    if not env.is_main:
+        cache = build()  # finds the complete cache the main process wrote
+    return cache
 
 
 def build_train_loader(
@@ -86,7 +132,7 @@ def build_train_loader(
     reader = ShardDataset
     if cfg.data.image_cache:  # a locked image tower's features, computed once (LiT)
         reader = functools.partial(
-            CachedImageShardDataset, cache=prepare_image_feature_cache(cfg, model, env)
+            CachedImageShardDataset, cache=_prepare_image_feature_cache(cfg, model, env)
         )
     # What the image/alt-text stream and the text-pair stream share: position, order, split.
     common = dict(
