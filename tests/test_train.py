@@ -166,3 +166,9 @@ def test_cli_trains_packaged_baseline_configs(
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["model_type"] == ("clip" if config == "clip_demo" else "1t-clip")
     assert saved["tokenizer"] == "tokenizer.model"
+
+
+def test_cli_names_missing_training_shards(tmp_path, capsys):
+    assert main(["train", "demo", "--workdir", str(tmp_path)]) == 2
+    assert "data.train is not set" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()

@@ -219,6 +219,12 @@ def train(
     ``eval_fn(model, step)`` is called every ``eval.eval_every`` steps and at the end.
     """
     workdir = Path(workdir)
+    if not cfg.data.train:
+        raise ValueError(
+            "data.train is not set: give the training shards, e.g. "
+            "--set data.train='data/openclipart/train-{000000..000011}.tar' "
+            "(`clippo data openclipart --out data/openclipart` builds them)"
+        )
     env = init_distributed()
     if cfg.train.threads and env.device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
