@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_cli_args, tiny_run_tree
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
@@ -153,16 +154,11 @@ def test_save_load_round_trip_keeps_weights_lock_and_text_reader(tmp_path, openc
 
 
 def _cfg(shards, steps, **extra):
-    out, stats = shards
-    tree = {
+    tree = tiny_run_tree(shards)
+    del tree["data"]["augment"]  # a cached locked tower needs fixed images
+    tree["data"]["workers"] = 0
+    tree |= {
         "model": {"name": "lit-Lu-mu/16", "options": {"image_size": 32}},
-        "data": {
-            "train": str(out / stats["train_pattern"]),
-            "val": str(out / stats["val_pattern"]),
-            "batch_size": 8,
-            "workers": 0,
-            "shuffle_buffer": 20,
-        },
         "optim": {"name": "adamw", "lr": 1e-3, "wd": 1e-4},
         "train": {"total_steps": steps, "log_every": 1, "ckpt_every": steps, "precision": "fp32"},
         "eval": {"fewshot_train_examples": 40, "captions": "first"},
@@ -211,22 +207,8 @@ def test_feature_cache_refuses_augmentation_and_unlocked_towers(openclipart_smal
 
 
 def test_cli_trains_packaged_lit_demo_config(openclipart_small, tmp_path, capsys):
-    out, stats = openclipart_small
-    small = {
-        "model.name": "lit-Lu-mu/16",
-        "model.options.image_size": 32,
-        "data.train": out / stats["train_pattern"],
-        "data.val": out / stats["val_pattern"],
-        "data.image_cache": tmp_path / "cache",
-        "data.batch_size": 8,
-        "data.workers": 0,
-        "data.shuffle_buffer": 20,
-        "train.total_steps": 2,
-        "optim.schedule.warmup_steps": 1,
-        "train.precision": "fp32",
-        "eval.fewshot_train_examples": 40,
-    }
-    sets = [arg for k, v in small.items() for arg in ("--set", f"{k}={v}")]
+    extra = {"model.name": "lit-Lu-mu/16", "data.image_cache": tmp_path / "cache"}
+    sets = tiny_cli_args(openclipart_small, extra)
     assert main(["train", "lit_demo", "--workdir", str(tmp_path / "w"), *sets]) == 0
     assert "i2t_recall@1" in capsys.readouterr().out
     saved = json.loads((tmp_path / "w" / "model" / "config.json").read_text())

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_run_tree
 from safetensors.torch import load_file
 
 from clippo.data import TextPairDataset
@@ -43,22 +44,10 @@ def fortune_pairs(tmp_path_factory):
 
 
 def _cfg(images, pairs, **sets):
-    out, stats = images
-    tree = {
-        "model": {"name": "clippo-mu/16", "options": {"image_size": 32, "out_dim": 16}},
-        "data": {
-            "train": str(out / stats["train_pattern"]),
-            "val": str(out / stats["val_pattern"]),
-            "batch_size": 8,
-            "workers": 2,
-            "shuffle_buffer": 20,
-            "augment": {"flip": True, "random_resized_crop": [0.5, 1.0]},
-            "text_pairs": pairs[0],
-            "text_pair_fraction": 0.25,
-        },
-        "optim": {"name": "adafactor", "lr": 1e-3, "schedule": {"warmup_steps": 2}},
-        "train": {"total_steps": 4, "log_every": 2, "ckpt_every": 4, "threads": 1},
-    }
+    tree = tiny_run_tree(images)
+    tree["data"] |= {"text_pairs": pairs[0], "text_pair_fraction": 0.25}
+    tree["optim"] = {"name": "adafactor", "lr": 1e-3, "schedule": {"warmup_steps": 2}}
+    tree["train"] = {"total_steps": 4, "log_every": 2, "ckpt_every": 4, "threads": 1}
     for dotted, value in sets.items():
         section, key = dotted.split(".")
         tree[section][key] = value

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_cli_args, tiny_run_tree
 from safetensors.torch import load_file
 
 import clippo.losses
@@ -14,17 +15,7 @@ from clippo.train.loop import NonFiniteLossError, train
 
 
 def _cfg(shards, steps, **extra):
-    out, stats = shards
-    tree = {
-        "model": {"name": "clippo-mu/16", "options": {"image_size": 32, "out_dim": 16}},
-        "data": {
-            "train": str(out / stats["train_pattern"]),
-            "val": str(out / stats["val_pattern"]),
-            "batch_size": 8,
-            "workers": 2,
-            "shuffle_buffer": 20,
-            "augment": {"flip": True, "random_resized_crop": [0.5, 1.0]},
-        },
+    tree = tiny_run_tree(shards) | {
         "optim": {
             "name": "adafactor",
             "lr": 1e-3,
@@ -144,23 +135,12 @@ def test_tokenized_baselines_train_evaluate_and_reload(
 def test_cli_trains_packaged_baseline_configs(
     config, openclipart_small, openclipart_tokenizer, tmp_path, capsys
 ):
-    out, stats = openclipart_small
-    small = {
+    extra = {
         "model.options.tokenizer": openclipart_tokenizer,
-        "model.options.image_size": 32,
         "model.options.depth": 1,
         "model.options.max_len": 16,
-        "data.train": out / stats["train_pattern"],
-        "data.val": out / stats["val_pattern"],
-        "data.batch_size": 8,
-        "data.workers": 0,
-        "data.shuffle_buffer": 20,
-        "train.total_steps": 2,
-        "optim.schedule.warmup_steps": 1,
-        "train.precision": "fp32",
-        "eval.fewshot_train_examples": 40,
     }
-    sets = [arg for k, v in small.items() for arg in ("--set", f"{k}={v}")]
+    sets = tiny_cli_args(openclipart_small, extra)
     assert main(["train", config, "--workdir", str(tmp_path), *sets]) == 0
     assert "i2t_recall@1" in capsys.readouterr().out
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
