@@ -24,7 +24,6 @@ import io
 import json
 import multiprocessing
 import os
-import tarfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clippo.data.shards import shard_pattern, write_shard
 from clippo.data.transforms import DEFAULT_MAX_PIXELS, BadImageError, load_image
 
 GENERIC_KEYWORDS = frozenset({"unsorted"})
@@ -152,23 +152,6 @@ def _list_pngs(png_root: Path) -> list[str]:
         for p in png_root.rglob("*")
         if p.suffix.lower() == ".png" and p.is_file()
     )
-
-
-def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            # Fixed metadata makes the shard bytes a function of the inputs only.
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    tmp.replace(path)
-
-
-def _pattern(prefix: str, count: int) -> str | None:
-    if count <= 1:
-        return f"{prefix}-000000.tar" if count else None
-    return f"{prefix}-{{000000..{count - 1:06d}}}.tar"
 
 
 def build_openclipart_shards(
@@ -298,7 +281,7 @@ def build_openclipart_shards(
                     (f"{key}.json", json.dumps(meta, ensure_ascii=False).encode()),
                 ]
             name = f"{split}-{s:06d}.tar"
-            _write_tar(out_dir / name, members)
+            write_shard(out_dir / name, members)
             shard_names[split].append(name)
 
     (out_dir / "categories.json").write_text(json.dumps(categories, indent=1) + "\n")
@@ -312,8 +295,8 @@ def build_openclipart_shards(
         "dropped_fields": dict(sorted(dropped.items())),
         "categories": categories,
         "per_category": per_category,
-        "train_pattern": _pattern("train", len(shard_names["train"])),
-        "val_pattern": _pattern("val", len(shard_names["val"])),
+        "train_pattern": shard_pattern("train", len(shard_names["train"])),
+        "val_pattern": shard_pattern("val", len(shard_names["val"])),
         "shards": shard_names,
         "seconds": round(time.perf_counter() - start, 1),
     }

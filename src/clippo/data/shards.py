@@ -13,6 +13,7 @@ advances the raw stream, without decoding anything.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import re
@@ -58,6 +59,25 @@ def _expand_braces(pattern: str) -> list[str]:
     else:
         items = body.split(",")
     return [out for item in items for out in _expand_braces(head + item + tail)]
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """Writes ``(name, bytes)`` members as a tar shard, atomically and byte-reproducibly."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            # Fixed metadata makes the shard bytes a function of the inputs only.
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(path)
+
+
+def shard_pattern(prefix: str, count: int) -> str | None:
+    """The brace pattern naming ``count`` shards ``PREFIX-000000.tar`` ...; None when empty."""
+    if count <= 1:
+        return f"{prefix}-000000.tar" if count else None
+    return f"{prefix}-{{000000..{count - 1:06d}}}.tar"
 
 
 def expand_urls(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

@@ -33,8 +33,15 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from clippo.data.openclipart import _pattern, _write_tar
-from clippo.data.shards import Sample, ShardDataset, _stack, expand_urls, iter_tar_samples
+from clippo.data.shards import (
+    Sample,
+    ShardDataset,
+    _stack,
+    expand_urls,
+    iter_tar_samples,
+    shard_pattern,
+    write_shard,
+)
 
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -522,7 +529,7 @@ def write_text_pair_shards(
                 meta = {"text_a": a, "text_b": b, "source": source}
                 members.append((f"{source}{i:08d}.json", json.dumps(meta, ensure_ascii=False)))
             name = f"{split}-{s:06d}.tar"
-            _write_tar(out_dir / name, [(n, d.encode()) for n, d in members])
+            write_shard(out_dir / name, [(n, d.encode()) for n, d in members])
             shard_names[split].append(name)
             if progress is not None:
                 progress(len(members))
@@ -538,8 +545,8 @@ def write_text_pair_shards(
         "seed": seed,
         "sha1": hashlib.sha1(json.dumps(unique, ensure_ascii=False).encode()).hexdigest(),
         **(info or {}),
-        "train_pattern": _pattern("train", len(shard_names["train"])),
-        "val_pattern": _pattern("val", len(shard_names["val"])),
+        "train_pattern": shard_pattern("train", len(shard_names["train"])),
+        "val_pattern": shard_pattern("val", len(shard_names["val"])),
         "shards": shard_names,
         "seconds": round(time.perf_counter() - start, 1),
     }
