@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 from clippo.cli import main
 from clippo.eval.glue import (
     GLUE_TASKS,
-    PixelTextBackbone,
+    TextBackbone,
     compute_metrics,
     finetune,
     glue_average,
@@ -147,25 +147,51 @@ def test_missing_data_names_the_folder(tmp_path):
 def test_pixel_backbone_renders_pairs_with_sep_and_pools_pre_logits():
     torch.manual_seed(0)
     model = create_model("clippo-mu/16", image_size=32)
-    backbone = PixelTextBackbone(model)
-    pixels = backbone.render(["first one"], ["second"])
+    backbone = TextBackbone(model)
+    pixels = backbone.preprocess(["first one"], ["second"])
     assert np.array_equal(pixels.numpy(), model.renderer(["first one [SEP] second"]))
+    assert np.array_equal(pixels.numpy(), model.renderer.render_pair(["first one"], ["second"]))
     feats = backbone(["first one", "b"], ["second", "c"])
     assert feats.shape == (2, backbone.feature_dim) == (2, 32)
     x = pixels.float() / 127.5 - 1
     expected = model.image.forward_features(x[:, None].expand(-1, 3, -1, -1))["pre_logits"]
     torch.testing.assert_close(feats[:1], expected)
-    embedding = PixelTextBackbone(model, "embedding")
-    assert embedding(["first one"], ["second"]).shape == (1, model.cfg.out_dim)
-    untied = PixelTextBackbone(create_model("clippo-untied-mu/16", image_size=32))
+    embedding = TextBackbone(model, "embedding")
+    assert embedding.feature_dim == model.cfg.out_dim
+    torch.testing.assert_close(
+        embedding(["first one"], ["second"]),
+        model.encode_text(["first one [SEP] second"], normalize=False),
+    )
+    untied = TextBackbone(create_model("clippo-untied-mu/16", image_size=32))
     assert untied(["x"]).shape == (1, 32)
     with pytest.raises(ValueError, match="representation"):
-        PixelTextBackbone(model, "logits")
+        TextBackbone(model, "logits")
+    with pytest.raises(ValueError, match="got 2 first and 1 second texts"):
+        backbone(["a", "b"], ["c"])
+
+
+@pytest.mark.parametrize("name", ["clip-mu/16", "1t-clip-mu/16"])
+def test_token_backbone_tokenizes_the_sep_string_and_pools_before_the_head(
+    name, openclipart_tokenizer
+):
+    torch.manual_seed(0)
+    model = create_model(
+        name, image_size=32, out_dim=16, tokenizer=str(openclipart_tokenizer), max_len=24
+    ).eval()
+    backbone = TextBackbone(model)
+    ids = backbone.preprocess(["a red apple"], ["on a table"])
+    assert np.array_equal(ids.numpy(), model.tokenizer(["a red apple [SEP] on a table"]))
+    feats = backbone(["a red apple"], ["on a table"])
+    assert backbone.feature_dim == 32 and feats.shape == (1, 32)
+    # The head maps exactly these features to the (unnormalised) contrastive embedding.
+    head = model.text.head if name == "clip-mu/16" else model.image.head
+    torch.testing.assert_close(head(feats), model.encode_text_input(ids, normalize=False))
+    assert TextBackbone(model, "embedding").feature_dim == 16
 
 
 def _backbone():
     torch.manual_seed(0)
-    return PixelTextBackbone(create_model("clippo-mu/16", image_size=32))
+    return TextBackbone(create_model("clippo-mu/16", image_size=32))
 
 
 def test_finetune_learns_the_training_set():

@@ -324,7 +324,7 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from clippo.eval.glue import PixelTextBackbone, glue_average, run_glue_task
+    from clippo.eval.glue import TextBackbone, glue_average, run_glue_task
     from clippo.models import create_model, from_pretrained
 
     if args.threads:
@@ -336,8 +336,10 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
             model = from_pretrained(args.model)
         else:
             options = {"image_size": args.image_size} if args.image_size else {}
+            if args.tokenizer:
+                options["tokenizer"] = args.tokenizer
             model = create_model(args.model, **options)
-        return PixelTextBackbone(model, args.representation)
+        return TextBackbone(model, args.representation)
 
     bar = tqdm(desc=f"finetune {args.task}", unit="step", dynamic_ncols=True)
 
@@ -493,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "--model",
         required=True,
-        help="from_pretrained folder, or a model name (random init, e.g. clippo-B/16)",
+        help="from_pretrained folder (any clippo model), or a model name (random init, e.g. "
+        "clippo-B/16)",
     )
     fg.add_argument("--out", required=True, help="folder for TASK_metrics.json")
     fg.add_argument(
@@ -509,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--max-dev", type=int, default=None, help="subsample dev examples")
     fg.add_argument("--representation", default="pre_logits", choices=("pre_logits", "embedding"))
     fg.add_argument("--image-size", type=int, default=None, help="for a model name only")
+    fg.add_argument(
+        "--tokenizer", default=None, help="SentencePiece .model, for a clip-/1t-clip- name only"
+    )
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     fg.set_defaults(func=cmd_finetune_glue)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clippo.data.shards import shard_pattern, write_shard
+from clippo.data.shards import write_split_shards
 from clippo.data.transforms import DEFAULT_MAX_PIXELS, BadImageError, load_image
 
 GENERIC_KEYWORDS = frozenset({"unsorted"})
@@ -252,38 +252,22 @@ def build_openclipart_shards(
 
     order = np.random.default_rng(seed).permutation(len(examples))
     splits = {"val": sorted(order[:val_size].tolist()), "train": order[val_size:].tolist()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stats_path.unlink(missing_ok=True)  # absent until this build is complete
-    for stale in [*out_dir.glob("train-*.tar"), *out_dir.glob("val-*.tar")]:
-        stale.unlink()
     per_category = {c: {"train": 0, "val": 0} for c in categories}
-    shard_names: dict[str, list[str]] = {}
-    ext = image_format
-    for split, indices in splits.items():
-        shard_names[split] = []
-        for s, first in enumerate(range(0, len(indices), shard_size)):
-            members = []
-            for i in indices[first : first + shard_size]:
-                rel, result = examples[i]
-                category = rel.split("/")[0]
-                per_category[category][split] += 1
-                key = f"oc{index_of[rel]:05d}"
-                fields = result["fields"]
-                meta = {
-                    **fields,
-                    "category": category,
-                    "label": label_of[category],
-                    "path": f"png/{rel}",
-                }
-                members += [
-                    (f"{key}.{ext}", result["image"]),
-                    (f"{key}.txt", fields["texts"][0].encode()),
-                    (f"{key}.json", json.dumps(meta, ensure_ascii=False).encode()),
-                ]
-            name = f"{split}-{s:06d}.tar"
-            write_shard(out_dir / name, members)
-            shard_names[split].append(name)
 
+    def members(split: str, i: int) -> list[tuple[str, bytes]]:
+        rel, result = examples[i]
+        category = rel.split("/")[0]
+        per_category[category][split] += 1
+        key = f"oc{index_of[rel]:05d}"
+        fields = result["fields"]
+        meta = {**fields, "category": category, "label": label_of[category], "path": f"png/{rel}"}
+        return [
+            (f"{key}.{image_format}", result["image"]),
+            (f"{key}.txt", fields["texts"][0].encode()),
+            (f"{key}.json", json.dumps(meta, ensure_ascii=False).encode()),
+        ]
+
+    written = write_split_shards(out_dir, splits, members, shard_size=shard_size)
     (out_dir / "categories.json").write_text(json.dumps(categories, indent=1) + "\n")
     stats = {
         "params": params,
@@ -295,9 +279,7 @@ def build_openclipart_shards(
         "dropped_fields": dict(sorted(dropped.items())),
         "categories": categories,
         "per_category": per_category,
-        "train_pattern": shard_pattern("train", len(shard_names["train"])),
-        "val_pattern": shard_pattern("val", len(shard_names["val"])),
-        "shards": shard_names,
+        **written,
         "seconds": round(time.perf_counter() - start, 1),
     }
     stats_path.write_text(json.dumps(stats, indent=1) + "\n")

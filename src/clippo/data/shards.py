@@ -73,6 +73,42 @@ def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
     tmp.replace(path)
 
 
+def write_split_shards(
+    out_dir: str | os.PathLike,
+    splits: dict[str, Sequence[int]],
+    members: Callable[[str, int], list[tuple[str, bytes]]],
+    *,
+    shard_size: int,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
+    """Writes each split's examples as ``SPLIT-000000.tar`` ... of ``shard_size`` examples.
+
+    ``members(split, i)`` gives example ``i``'s tar members. Stale ``SPLIT-*.tar`` and
+    ``stats.json`` are removed first, so a folder holding ``stats.json`` is a finished build (the
+    caller writes it last). Returns ``{"SPLIT_pattern": brace pattern, "shards": {split: names}}``.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "stats.json").unlink(missing_ok=True)
+    for split in splits:
+        for stale in out_dir.glob(f"{split}-*.tar"):
+            stale.unlink()
+    names: dict[str, list[str]] = {}
+    for split, indices in splits.items():
+        names[split] = []
+        for s, first in enumerate(range(0, len(indices), shard_size)):
+            chunk = indices[first : first + shard_size]
+            name = f"{split}-{s:06d}.tar"
+            write_shard(out_dir / name, [m for i in chunk for m in members(split, i)])
+            names[split].append(name)
+            if progress is not None:
+                progress(len(chunk))
+    patterns = {f"{split}_pattern": shard_pattern(split, len(n)) for split, n in names.items()}
+    return {**patterns, "shards": names}
+
+
 def shard_pattern(prefix: str, count: int) -> str | None:
     """The brace pattern naming ``count`` shards ``PREFIX-000000.tar`` ...; None when empty."""
     if count <= 1:
@@ -230,7 +266,8 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     return rank, world_size
 
 
-def _stack(items: list[Any]) -> torch.Tensor:
+def stack_inputs(items: list[Any]) -> torch.Tensor:
+    """Stacks per-example arrays into one batch tensor (numpy, one thread)."""
     # numpy copies on one thread; torch.stack's intra-op threads stall for seconds when
     # DataLoader workers and the training step already occupy every core.
     return torch.from_numpy(np.stack([np.asarray(x) for x in items]))
@@ -398,7 +435,7 @@ class ShardDataset(IterableDataset):
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
         batch: dict[str, Any] = {
-            "image": _stack([e["image"] for e in examples]),
+            "image": stack_inputs([e["image"] for e in examples]),
             "text": [e["text"] for e in examples],
             "texts": [e["texts"] for e in examples],
             "label": torch.tensor([e["label"] for e in examples], dtype=torch.int64),
@@ -407,7 +444,7 @@ class ShardDataset(IterableDataset):
             "skip_reasons": dict(skips),
         }
         if self.text_transform is not None:
-            batch["text_input"] = _stack([e["text_input"] for e in examples])
+            batch["text_input"] = stack_inputs([e["text_input"] for e in examples])
         return batch
 
     # -- batches --------------------------------------------------------------------------

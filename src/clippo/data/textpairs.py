@@ -36,11 +36,10 @@ from torch.utils.data import IterableDataset
 from clippo.data.shards import (
     Sample,
     ShardDataset,
-    _stack,
     expand_urls,
     iter_tar_samples,
-    shard_pattern,
-    write_shard,
+    stack_inputs,
+    write_split_shards,
 )
 
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
@@ -514,25 +513,13 @@ def write_text_pair_shards(
         raise ValueError(f"val_size={val_size} leaves no training pairs from {len(unique)}")
     order = np.random.default_rng(seed).permutation(len(unique)).tolist()
     splits = {"val": order[:val_size], "train": order[val_size:]}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").unlink(missing_ok=True)  # absent until this build is complete
-    for stale in [*out_dir.glob("train-*.tar"), *out_dir.glob("val-*.tar")]:
-        stale.unlink()
-    shard_names: dict[str, list[str]] = {}
-    for split, indices in splits.items():
-        shard_names[split] = []
-        for s, first in enumerate(range(0, len(indices), shard_size)):
-            members = []
-            for i in indices[first : first + shard_size]:
-                a, b = unique[i]
-                meta = {"text_a": a, "text_b": b, "source": source}
-                members.append((f"{source}{i:08d}.json", json.dumps(meta, ensure_ascii=False)))
-            name = f"{split}-{s:06d}.tar"
-            write_shard(out_dir / name, [(n, d.encode()) for n, d in members])
-            shard_names[split].append(name)
-            if progress is not None:
-                progress(len(members))
+
+    def members(split: str, i: int) -> list[tuple[str, bytes]]:
+        a, b = unique[i]
+        meta = {"text_a": a, "text_b": b, "source": source}
+        return [(f"{source}{i:08d}.json", json.dumps(meta, ensure_ascii=False).encode())]
+
+    written = write_split_shards(out_dir, splits, members, shard_size=shard_size, progress=progress)
     lengths = np.array([len(t) for p in unique for t in p])
     stats = {
         "source": source,
@@ -545,12 +532,11 @@ def write_text_pair_shards(
         "seed": seed,
         "sha1": hashlib.sha1(json.dumps(unique, ensure_ascii=False).encode()).hexdigest(),
         **(info or {}),
-        "train_pattern": shard_pattern("train", len(shard_names["train"])),
-        "val_pattern": shard_pattern("val", len(shard_names["val"])),
-        "shards": shard_names,
+        **written,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(stats, indent=1, ensure_ascii=False) + "\n"
+    (Path(out_dir) / "stats.json").write_text(text)
     return stats
 
 
@@ -637,8 +623,8 @@ class TextPairDataset(ShardDataset):
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
         batch: dict[str, Any] = {k: [e[k] for e in examples] for k in ("text_a", "text_b", "key")}
         if self.text_transform is not None:
-            batch["text_a_input"] = _stack([e["text_a_input"] for e in examples])
-            batch["text_b_input"] = _stack([e["text_b_input"] for e in examples])
+            batch["text_a_input"] = stack_inputs([e["text_a_input"] for e in examples])
+            batch["text_b_input"] = stack_inputs([e["text_b_input"] for e in examples])
         batch["skipped"] = sum(skips.values())
         batch["skip_reasons"] = dict(skips)
         return batch

@@ -7,14 +7,15 @@ one output, trained by squared error, for STS-B). The whole model is fine-tuned 
 batch 32, 3 epochs, 10% linear warm-up then linear decay, and the learning rate is chosen from
 {2e-5, 3e-5, 5e-5} on the dev set, whose scores are reported (GLUE's test labels are private).
 
-The representation is the ViT's ``pre_logits``: the MAP-pooled output before the linear head
-that maps to the contrastive embedding (big_vision's "representation" of a ViT, the feature
-its fine-tuning and few-shot evaluators read). ``representation="embedding"`` takes the
+The representation is the text path's ``pre_logits``: the pooled output (MAP or GAP, as the
+model is configured) before the linear head that maps to the contrastive embedding
+(big_vision's "representation" of a ViT, the feature its fine-tuning and few-shot evaluators
+read). ``representation="embedding"`` takes the
 (unnormalised) contrastive embedding instead.
 
-The model side is a ``TextBackbone``: an ``nn.Module`` mapping texts (or text pairs) to pooled
-features, with a ``feature_dim``. ``PixelTextBackbone`` wraps any CLIPPO model; a tokenised
-text tower plugs in by implementing the same two members.
+The model side is a ``TextBackbone``: any clippo model's text path (CLIPPO's rendered text,
+CLIP*'s and 1T-CLIP's tokens, LiT's text tower) mapping texts or pairs to pooled features.
+Tokenised models read a pair as the same ``first [SEP] second`` string, tokenised.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -306,27 +307,18 @@ def encode_labels(task: str, split: TaskSplit, vocab: tuple[str, ...]) -> torch.
 # --------------------------------------------------------------------------------------------
 
 
-class TextBackbone(Protocol):
-    """What fine-tuning needs from a model: pooled features of texts or text pairs.
-
-    An ``nn.Module`` whose ``forward(texts_a, texts_b=None)`` returns ``(N, feature_dim)``; its
-    parameters are fine-tuned. A tokenised text tower implements this by joining pairs the way
-    its tokenizer expects.
-    """
-
-    feature_dim: int
-
-    def __call__(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor: ...
-
-    def parameters(self): ...
+def join_pair(text_a: str, text_b: str) -> str:
+    """A sentence pair as one text: ``a [SEP] b`` (the renderer's pair mode, for every model)."""
+    return f"{text_a} [SEP] {text_b}"
 
 
-class PixelTextBackbone(nn.Module):
-    """Renders texts (pairs as ``a [SEP] b``) and returns a CLIPPO model's pooled features.
+class TextBackbone(nn.Module):
+    """Any clippo model's text path as a fine-tuning backbone: texts (or pairs) -> features.
 
-    ``representation``: ``"pre_logits"`` (default, see the module doc) or ``"embedding"``.
-    Works with every ``text_tower`` setting: the text goes through the same modules as in
-    ``encode_text_pixels``.
+    Pairs become ``a [SEP] b`` (rendered on one image by CLIPPO, tokenised by CLIP* and 1T-CLIP),
+    then the model's ``text_transform``; ``representation`` ``"pre_logits"`` (default: pooled,
+    before the head) or ``"embedding"`` (the unnormalised contrastive embedding). The whole model
+    is fine-tuned, except LiT towers that are locked.
     """
 
     REPRESENTATIONS = ("pre_logits", "embedding")
@@ -338,32 +330,25 @@ class PixelTextBackbone(nn.Module):
                 f"representation must be one of {self.REPRESENTATIONS}, got {representation!r}"
             )
         self.model, self.representation = model, representation
-        vit = model.cfg.vit
-        self.feature_dim = (
-            model.cfg.out_dim if representation == "embedding" else (vit.rep_size or vit.width)
-        )
+        was_training = model.training
+        with torch.no_grad():
+            self.feature_dim = self.eval()(["feature size probe"]).shape[-1]
+        self.train(was_training)
 
-    def render(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
-        """uint8 ``(N, H, W)`` text images: alt-text style, or the pair mode for pairs."""
-        renderer = self.model.renderer
-        pixels = (
-            renderer(list(texts_a))
-            if texts_b is None
-            else renderer.render_pair(list(texts_a), list(texts_b))
-        )
-        return torch.from_numpy(np.ascontiguousarray(pixels))
+    def preprocess(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
+        """The stacked model input (rendered pixels or token ids) of texts or pairs."""
+        if texts_b is None:
+            return self.model.preprocess_text(list(texts_a))
+        if len(texts_a) != len(texts_b):
+            raise ValueError(f"got {len(texts_a)} first and {len(texts_b)} second texts")
+        pairs = zip(texts_a, texts_b, strict=True)
+        return self.model.preprocess_text([join_pair(a, b) for a, b in pairs])
 
     def forward(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
-        pixels = self.render(texts_a, texts_b)
-        model = self.model
+        x = self.preprocess(texts_a, texts_b)
         if self.representation == "embedding":
-            return model.encode_text_pixels(pixels, normalize=False)
-        from clippo.models.clippo import text_pixels_to_input
-
-        x = text_pixels_to_input(pixels.to(model.t.device))
-        tower = model.text if model.text is not None else model.image
-        patch_embed = getattr(model, "text_patch_embed", None)
-        return tower.forward_features(x, patch_embed=patch_embed)["pre_logits"]
+            return self.model.encode_text_input(x, normalize=False)
+        return self.model.text_features(x)
 
 
 class GlueClassifier(nn.Module):

@@ -1,8 +1,9 @@
 """What every clippo model shares: the temperature, the open_clip interface, and the text path.
 
 A model defines ``text_transform`` (str -> what its text path reads: rendered pixels or token
-ids; picklable, so DataLoader workers run it) and ``encode_text_input`` (that input, stacked ->
-embeddings). Everything else follows from here, the same for CLIPPO, CLIP*, 1T-CLIP and LiT.
+ids; picklable, so DataLoader workers run it), ``encode_text_input`` (that input, stacked ->
+embeddings) and ``text_features`` (the same input -> pooled features before the head).
+Everything else follows from here, the same for CLIPPO, CLIP*, 1T-CLIP and LiT.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class ContrastiveModel(nn.Module):
         raise NotImplementedError
 
     def encode_text_input(self, text_input: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_features(self, text_input: torch.Tensor) -> torch.Tensor:
+        """The text path's pooled features before its head (``pre_logits``), unnormalised: what
+        fine-tuning on language tasks reads (``clippo.eval.glue``)."""
         raise NotImplementedError
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -137,12 +137,18 @@ class _TokenizedCLIP(ContrastiveModel):
         """str -> int32 token ids ``(max_len,)``; picklable, for DataLoader workers."""
         return self.tokenizer
 
-    def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _token_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The text path's ``pre_logits`` and (with a head) ``logits``."""
         raise NotImplementedError
+
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pooled features of token ids before the text head."""
+        return self._token_features(tokens.to(self.t.device))["pre_logits"]
 
     def encode_text_input(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds token ids ``(N, max_len)``, as ``text_transform`` makes them."""
-        z = self._embed_tokens(tokens.to(self.t.device))
+        out = self._token_features(tokens.to(self.t.device))
+        z = out.get("logits", out["pre_logits"])
         return l2_normalize(z) if normalize else z
 
 
@@ -157,8 +163,8 @@ class CLIP(_TokenizedCLIP):
     def vocab_size(self) -> int:
         return self.cfg.text.vocab_size
 
-    def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.text(tokens)
+    def _token_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.text.forward_features(tokens)
 
 
 class OneTowerCLIP(_TokenizedCLIP):
@@ -173,7 +179,6 @@ class OneTowerCLIP(_TokenizedCLIP):
     def vocab_size(self) -> int:
         return self.cfg.vocab_size
 
-    def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _token_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         check_tokens(tokens, self.cfg.max_len)
-        out = self.image.forward_embedded(self.token_embed(tokens.long()) + self.text_pos_embed)
-        return out.get("logits", out["pre_logits"])
+        return self.image.forward_embedded(self.token_embed(tokens.long()) + self.text_pos_embed)

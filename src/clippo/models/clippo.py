@@ -114,6 +114,13 @@ class CLIPPO(ContrastiveModel):
         """Embeds what ``text_transform`` makes (rendered text); the models' common name."""
         return self.encode_text_pixels(pixels, normalize=normalize)
 
+    def text_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled features of rendered text before the head, through the text path's modules."""
+        x = text_pixels_to_input(pixels.to(self.t.device))
+        tower = self.text if self.text is not None else self.image
+        patch_embed = getattr(self, "text_patch_embed", None)
+        return tower.forward_features(x, patch_embed=patch_embed)["pre_logits"]
+
     def forward(
         self,
         images: torch.Tensor,

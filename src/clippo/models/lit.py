@@ -405,15 +405,18 @@ class LiT(ContrastiveModel):
                 self._reader = Tokenizer(cfg.tokenizer, max_len=cfg.text.max_len)
         return self._reader
 
-    def encode_text_input(self, text_input: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Embeds what ``text_transform`` makes (stacked)."""
+    def text_features(self, text_input: torch.Tensor) -> torch.Tensor:
+        """The text tower's output for what ``text_transform`` makes; no autograd when locked."""
         x = text_input.to(self.t.device)
         if self.cfg.text_tower == "pixels":
             x = text_pixels_to_input(x)
         grad = torch.is_grad_enabled() and self.cfg.text_mode != "L"
         with torch.set_grad_enabled(grad):
-            features = self.text(x)
-        z = self.text_head(features)
+            return self.text(x)
+
+    def encode_text_input(self, text_input: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds what ``text_transform`` makes (stacked)."""
+        z = self.text_head(self.text_features(text_input))
         return l2_normalize(z) if normalize else z
 
     def forward(
