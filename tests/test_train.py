@@ -143,6 +143,11 @@ def test_cli_trains_packaged_baseline_configs(
     sets = tiny_cli_args(openclipart_small, extra)
     assert main(["train", config, "--workdir", str(tmp_path), *sets]) == 0
     assert "i2t_recall@1" in capsys.readouterr().out
+    # The final evaluation is also metrics.json, equal to metrics.jsonl's last evaluation row.
+    final = json.loads((tmp_path / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [r for r in rows if "i2t_recall@1" in r][-1]
+    assert final == {k: v for k, v in last_eval.items() if k != "step"}
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["model_type"] == ("clip" if config == "clip_demo" else "1t-clip")
     assert saved["tokenizer"] == "tokenizer.model"

@@ -71,7 +71,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if os.environ.get("RANK", "0") == "0":  # the other ranks hold no evaluation results
-        _print_table({k: v for k, v in results.items() if not k.startswith("train/")}, "evaluation")
+        final = {k: v for k, v in results.items() if not k.startswith("train/")}
+        _print_table(final, "evaluation")
+        if final:  # as `clippo demo`: the final evaluation, also the last eval row of metrics.jsonl
+            (workdir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
         print(f"\nmodel written to {workdir / 'model'}")
     return 0
 

@@ -1,0 +1,68 @@
+"""Prints the docs/results.md table rows of finished runs: held-out metrics, size, compute.
+
+    python scripts/results_table.py runs/demo runs/clippo_untied_demo runs/onetower_clip_demo ...
+
+Reads each workdir's config.yaml, metrics.json (the final evaluation), model/ (parameters;
+"trained" excludes locked LiT towers) and seconds (wall-clock training time, written by
+scripts/compare.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from clippo.models import from_pretrained
+
+COLUMNS = [
+    ("i2t_recall@1", "I→T R@1"),
+    ("t2i_recall@1", "T→I R@1"),
+    ("i2t_recall@5", "I→T R@5"),
+    ("t2i_recall@5", "T→I R@5"),
+    ("zeroshot_top1", "0-shot top-1"),
+    ("fewshot_10shot", "10-shot"),
+]
+
+
+def final_metrics(workdir: Path) -> dict:
+    """metrics.json (`clippo train` / `clippo demo`), else the last evaluation in metrics.jsonl."""
+    if (workdir / "metrics.json").is_file():
+        return json.loads((workdir / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "i2t_recall@1" in r]
+    if not evals:
+        raise SystemExit(f"{workdir}: no final evaluation (did the run finish?)")
+    return evals[-1]
+
+
+def row(workdir: Path) -> str:
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    model = from_pretrained(workdir / "model")
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    m = final_metrics(workdir)
+    steps, batch = cfg["train"]["total_steps"], cfg["data"]["batch_size"]
+    seconds = workdir / "seconds"
+    minutes = f"{int(seconds.read_text()) / 60:.1f}" if seconds.is_file() else "?"
+    cells = [f"{100 * m[k]:.2f}" for k, _ in COLUMNS]
+    size = f"{total / 1e6:.2f}M" + (f" ({trained / 1e6:.2f}M trained)" if trained != total else "")
+    return (
+        f"| {workdir.name} | `{cfg['model']['name']}` | "
+        + " | ".join(cells)
+        + f" | {size} | {steps} x {batch} | {minutes} |"
+    )
+
+
+def main(workdirs: list[str]) -> None:
+    head = ["run", "model", *(c for _, c in COLUMNS), "params", "steps x batch", "train min"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for w in workdirs:
+        print(row(Path(w)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
