@@ -7,7 +7,7 @@
 #   clippo tokenizer train --shards 'data/openclipart/train-*.tar' --vocab-size 2000 \
 #       --out data/openclipart/spm2000.model                   # for the token models
 #   bash scripts/compare.sh models     # table 1: CLIPPO, CLIPPO untied, 1T-CLIP, CLIP*
-#   bash scripts/compare.sh lit        # table 2: LiT Lu, Lu with tokens, Uu, uu
+#   bash scripts/compare.sh lit        # table 2: LiT Lu, Lu with tokens, Uu, uu, Lu x5 steps
 #   python scripts/results_table.py runs/demo runs/clippo_untied_demo ...
 set -euo pipefail
 data=${DATA:-data/openclipart}
@@ -40,6 +40,8 @@ case ${1:-} in
     run lit_Lu_tokens_demo lit_tokens_demo
     run lit_Uu_demo lit_unlocked_demo
     run lit_uu_demo lit_scratch_demo
+    # More compute for the locked tower: 5x the steps (cheap from the feature cache).
+    run lit_Lu_600_demo lit_demo --set train.total_steps=600 --set optim.schedule.warmup_steps=50
     ;;
   *) echo "usage: bash scripts/compare.sh models|lit" >&2; exit 2 ;;
 esac
