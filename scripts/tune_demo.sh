@@ -6,6 +6,7 @@
 #   clippo data openclipart --out data/openclipart
 #   bash scripts/tune_demo.sh NAME STEPS [KEY=VALUE ...]
 #   bash scripts/tune_demo.sh r64_1200 1200 eval.fewshot_shots=[] model.options.image_size=64
+#   CONFIG=clip_demo bash scripts/tune_demo.sh clip_lr3e-3 300 optim.lr=3e-3   # another model
 set -euo pipefail
 name=$1 steps=$2
 shift 2
@@ -16,7 +17,7 @@ for kv in "$@"; do sets+=(--set "$kv"); done
 mkdir -p "$out"
 rm -rf "${out:?}/$name"
 start=$(date +%s)
-clippo train demo --workdir "$out/$name" \
+clippo train "${CONFIG:-demo}" --workdir "$out/$name" \
   --set "data.train=$data/train-{000000..000009}.tar" \
   --set "data.val=$data/train-{000010..000011}.tar" \
   --set "train.total_steps=$steps" "${sets[@]}" >"$out/$name.log" 2>&1

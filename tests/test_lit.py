@@ -59,6 +59,21 @@ def test_locked_image_tower_gets_no_grads_and_stays_in_eval_mode():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
 
 
+def test_text_features_feed_the_text_head_and_finetune_backbone():
+    from clippo.eval.glue import TextBackbone
+
+    model = _lit().eval()
+    _, texts = _batch(model, 2)
+    feats = model.text_features(texts)
+    assert feats.shape == (2, model.cfg.vit.width)
+    torch.testing.assert_close(
+        model.text_head(feats), model.encode_text_input(texts, normalize=False)
+    )
+    backbone = TextBackbone(model)
+    assert backbone.feature_dim == model.cfg.vit.width
+    torch.testing.assert_close(backbone(["text 0", "text 1"]), feats)
+
+
 def test_locked_tower_is_left_out_of_optimizer_and_weight_decay():
     model = _lit()
     opt, _ = build_optimizer(model, lr=1e-3, wd=1e-4, schedule=create_schedule(10))
