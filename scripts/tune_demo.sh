@@ -24,12 +24,10 @@ clippo train "${CONFIG:-demo}" --workdir "$out/$name" \
 python3 - "$out" "$name" "$steps" "$(($(date +%s) - start))" "$*" <<'PY' >>"$out/results.txt"
 import json, sys
 out, name, steps, secs, args = sys.argv[1:]
-m = {}
-for line in open(f"{out}/{name}/metrics.jsonl"):
-    m.update(json.loads(line))
+m = json.load(open(f"{out}/{name}/metrics.json"))  # the final evaluation
 keys = ["i2t_recall@1", "t2i_recall@1", "i2t_recall@5", "t2i_recall@5", "i2t_recall@10",
         "t2i_recall@10", "zeroshot_top1"]
-vals = " ".join(f"{k}={100 * m.get('val/' + k, m.get(k, float('nan'))):.2f}" for k in keys)
+vals = " ".join(f"{k}={100 * m.get(k, float('nan')):.2f}" for k in keys)
 print(f"{name} steps={steps} {secs}s {vals} | {args}")
 PY
 tail -n 1 "$out/results.txt"

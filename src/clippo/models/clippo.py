@@ -98,16 +98,11 @@ class CLIPPO(ContrastiveModel):
 
     def encode_text_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds already rendered text: uint8 ``(N, H, W)``."""
-        x = text_pixels_to_input(pixels.to(self.t.device))
-        tower = self.image
-        if self.text is not None:
-            z = self.text(x)
-        elif self.cfg.text_tower == "separate_embedding":
-            z = tower(x, patch_embed=self.text_patch_embed)
-        elif self.cfg.text_tower == "separate_head":
-            z = self.text_head(tower.forward_features(x)["pre_logits"])
-        else:
-            z = tower(x)
+        tower = self.text if self.text is not None else self.image
+        head = self.text_head if self.cfg.text_tower == "separate_head" else tower.head
+        z = self.text_features(pixels)
+        if head is not None:
+            z = head(z)
         return l2_normalize(z) if normalize else z
 
     def encode_text_input(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
