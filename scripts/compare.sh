@@ -8,6 +8,11 @@
 #       --out data/openclipart/spm2000.model                   # for the token models
 #   bash scripts/compare.sh models     # table 1: CLIPPO, CLIPPO untied, 1T-CLIP, CLIP*
 #   bash scripts/compare.sh lit        # table 2: LiT Lu, Lu with tokens, Uu, uu, Lu x5 steps
+#   clippo data textpairs --source nsp --corpus fortunes --out data/textpairs/nsp-fortunes \
+#       --val-size 200 --shard-size 1000
+#   clippo data langtasks --out data/langtasks
+#   bash scripts/compare.sh language   # table 3: co-training with 0/25/50/100% text pairs at
+#                                      # 112 px, then the language tasks (also for CLIP*, 1T-CLIP)
 #   python scripts/results_table.py runs/demo runs/clippo_untied_demo ...
 set -euo pipefail
 data=${DATA:-data/openclipart}
@@ -27,6 +32,17 @@ run() {  # NAME CONFIG [ARGS...]
   echo "$(date +%T) runs/$name: $(cat "runs/$name/seconds") s"
 }
 
+glue() {  # NAME: fine-tunes runs/NAME/model on each local language task into runs/NAME/glue
+  local name=$1 task
+  for task in fortune_topic manual_nsp manual_translation; do
+    if [[ -f runs/$name/glue/${task}_metrics.json ]]; then continue; fi
+    echo "$(date +%T) fine-tuning runs/$name on $task"
+    # shellcheck disable=SC2086  # GLUE_LR is a list of learning rates
+    clippo finetune glue --task "$task" --data "data/langtasks/$task" --model "runs/$name/model" \
+      --out "runs/$name/glue" --lr ${GLUE_LR:-2e-5 3e-5 5e-5} >>"runs/$name.glue.log" 2>&1
+  done
+}
+
 mkdir -p runs
 case ${1:-} in
   models)
@@ -43,5 +59,18 @@ case ${1:-} in
     # More compute for the locked tower: 5x the steps (cheap from the feature cache).
     run lit_Lu_600_demo lit_demo --set train.total_steps=600 --set optim.schedule.warmup_steps=50
     ;;
-  *) echo "usage: bash scripts/compare.sh models|lit" >&2; exit 2 ;;
+  language)
+    # demo.yaml's CLIPPO at 112 px (64 px shows only 34 characters: docs/language.md) for
+    # STEPS image-pair steps; co-training keeps the image pairs seen constant (paper section 3:
+    # 25% pairs -> 4/3 the steps, 50% -> 2x); pairs only runs STEPS steps.
+    big=("${shards[@]}" --set model.options.image_size=112 --set "train.total_steps=${STEPS:-300}")
+    run lang_pairs0 demo "${big[@]}"
+    run lang_pairs25 demo_textpairs "${big[@]}"
+    run lang_pairs50 demo_textpairs "${big[@]}" --set data.text_pair_fraction=0.5
+    run lang_pairs100 demo_textpairs "${big[@]}" --set data.text_pair_fraction=1.0 \
+      --set train.keep_image_pairs_constant=false
+    for name in lang_pairs0 lang_pairs25 lang_pairs50 lang_pairs100 onetower_clip_demo clip_demo
+    do glue $name; done
+    ;;
+  *) echo "usage: bash scripts/compare.sh models|lit|language" >&2; exit 2 ;;
 esac

@@ -1,10 +1,11 @@
 """Prints the docs/results.md table rows of finished runs: held-out metrics, size, compute.
 
     python scripts/results_table.py runs/demo runs/clippo_untied_demo runs/onetower_clip_demo ...
+    python scripts/results_table.py --glue runs/lang_*     # + the language tasks' dev scores
 
 Reads each workdir's config.yaml, metrics.json (the final evaluation), model/ (parameters;
-"trained" excludes locked LiT towers) and seconds (wall-clock training time, written by
-scripts/compare.sh).
+"trained" excludes locked LiT towers), seconds (wall-clock training time, written by
+scripts/compare.sh) and, with --glue, glue/TASK_metrics.json (`clippo finetune glue`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from clippo.models import from_pretrained
+from clippo.train.config import load_config
 
 COLUMNS = [
     ("i2t_recall@1", "I→T R@1"),
@@ -25,6 +27,7 @@ COLUMNS = [
     ("zeroshot_top1", "0-shot top-1"),
     ("fewshot_10shot", "10-shot"),
 ]
+GLUE_TASKS = ["fortune_topic", "manual_nsp", "manual_translation"]  # data/langtasks
 
 
 def final_metrics(workdir: Path) -> dict:
@@ -38,30 +41,47 @@ def final_metrics(workdir: Path) -> dict:
     return evals[-1]
 
 
-def row(workdir: Path) -> str:
+def glue_cells(workdir: Path) -> list[str]:
+    """Dev score x100 of each local language task, '-' where it was not fine-tuned."""
+    cells = []
+    for task in GLUE_TASKS:
+        f = workdir / "glue" / f"{task}_metrics.json"
+        score = json.loads(f.read_text())["scores"][task] if f.is_file() else None
+        cells.append("-" if score is None else f"{100 * score:.2f}")
+    return cells
+
+
+def row(workdir: Path, glue: bool = False) -> str:
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    steps = load_config(cfg).effective_total_steps  # with the co-training step rule applied
+    pairs = cfg["data"].get("text_pair_fraction", 0.0)
     model = from_pretrained(workdir / "model")
     total = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     m = final_metrics(workdir)
-    steps, batch = cfg["train"]["total_steps"], cfg["data"]["batch_size"]
+    batch = cfg["data"]["batch_size"]
     seconds = workdir / "seconds"
     minutes = f"{int(seconds.read_text()) / 60:.1f}" if seconds.is_file() else "?"
-    cells = [f"{100 * m[k]:.2f}" for k, _ in COLUMNS]
+    cells = [f"{100 * m[k]:.2f}" for k, _ in COLUMNS] + (glue_cells(workdir) if glue else [])
     size = f"{total / 1e6:.2f}M" + (f" ({trained / 1e6:.2f}M trained)" if trained != total else "")
     return (
         f"| {workdir.name} | `{cfg['model']['name']}` | "
         + " | ".join(cells)
-        + f" | {size} | {steps} x {batch} | {minutes} |"
+        + f" | {size} | {steps} x {batch}"
+        + (f" ({100 * pairs:.0f}% text pairs)" if pairs else "")
+        + f" | {minutes} |"
     )
 
 
-def main(workdirs: list[str]) -> None:
-    head = ["run", "model", *(c for _, c in COLUMNS), "params", "steps x batch", "train min"]
+def main(args: list[str]) -> None:
+    glue = "--glue" in args
+    head = ["run", "model", *(c for _, c in COLUMNS), *(GLUE_TASKS if glue else [])]
+    head += ["params", "steps x batch", "train min"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for w in workdirs:
-        print(row(Path(w)))
+    for w in args:
+        if w != "--glue":
+            print(row(Path(w), glue))
 
 
 if __name__ == "__main__":

@@ -187,8 +187,12 @@ def test_resume_with_text_pairs_continues_exactly(openclipart_small, fortune_pai
 @pytest.mark.parametrize(
     "sets, message",
     [
-        ({"data.text_pair_fraction": 1.0}, r"data.text_pair_fraction must lie in \[0, 1\)"),
-        ({"data.text_pair_fraction": -0.1}, r"data.text_pair_fraction must lie in \[0, 1\)"),
+        ({"data.text_pair_fraction": 1.5}, r"data.text_pair_fraction must lie in \[0, 1\]"),
+        ({"data.text_pair_fraction": -0.1}, r"data.text_pair_fraction must lie in \[0, 1\]"),
+        (
+            {"data.text_pair_fraction": 1.0, "train.keep_image_pairs_constant": True},
+            "no image pairs are seen",
+        ),
         ({"data.text_pairs": None}, "data.text_pairs: a text-pair shard pattern is required"),
         ({"data.text_pair_fraction": 0.05}, "gives 0 text pairs per batch"),
         ({"data.text_pair_fraction": 0.95}, "gives 8 text pairs per batch"),
@@ -200,6 +204,33 @@ def test_resume_with_text_pairs_continues_exactly(openclipart_small, fortune_pai
 def test_config_rejects_bad_text_pair_settings(openclipart_small, fortune_pairs, sets, message):
     with pytest.raises(ConfigError, match=message):
         _cfg(openclipart_small, fortune_pairs, **sets)
+
+
+def test_text_pairs_only_trains_on_pairs_with_the_contrastive_loss(
+    openclipart_small, fortune_pairs, tmp_path
+):
+    # text_pair_fraction 1.0 (the paper's text-only ablation): every row is a text pair.
+    sets = {"data.text_pair_fraction": 1.0, "data.workers": 0, "train.total_steps": 1,
+            "train.log_every": 1}  # fmt: skip
+    cfg = _cfg(openclipart_small, fortune_pairs, **sets)
+    assert cfg.data.text_pairs_per_batch == 8 and cfg.effective_total_steps == 1
+    logged = {}
+    train(cfg, tmp_path, on_step=lambda step, metrics: logged.update(metrics or {}))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    batch = next(iter(build_train_loader(cfg, model, DistEnv(), 0)))
+    assert "image" not in batch and len(batch["pair_text_a"]) == 8
+    assert set(zip(batch["pair_text_a"], batch["pair_text_b"], strict=True)) <= fortune_pairs[1]
+    with torch.no_grad():
+        za, zb, scale = model(None, None, (batch["pair_text_a_input"],
+                                           batch["pair_text_b_input"]))  # fmt: skip
+        torch.testing.assert_close(za, model.encode_text(batch["pair_text_a"]))
+        torch.testing.assert_close(zb, model.encode_text(batch["pair_text_b"]))
+        logits = scale * za @ zb.T
+    target = torch.arange(8)
+    direct = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)
+    assert (tmp_path / "model" / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize(

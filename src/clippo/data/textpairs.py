@@ -636,11 +636,11 @@ class MixedBatchDataset(IterableDataset):
     A batch is the image batch's dict plus the pair batch's entries prefixed with ``pair_``
     (``pair_text_a``, ``pair_text_a_input``, ``pair_skipped``, ...). Both readers run in the
     same DataLoader worker and count batches alike, so with one ``start_batch`` the pair stream
-    resumes exactly where the image stream does.
+    resumes exactly where the image stream does. ``images=None``: batches of text pairs only.
     """
 
-    def __init__(self, images: ShardDataset, pairs: TextPairDataset):
-        if images.start_batch != pairs.start_batch:
+    def __init__(self, images: ShardDataset | None, pairs: TextPairDataset):
+        if images is not None and images.start_batch != pairs.start_batch:
             raise ValueError(
                 f"image and pair readers must resume at the same batch, got "
                 f"{images.start_batch} and {pairs.start_batch}"
@@ -648,5 +648,9 @@ class MixedBatchDataset(IterableDataset):
         self.images, self.pairs = images, pairs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.images is None:  # text pairs only (text_pair_fraction 1)
+            for pair_batch in self.pairs:
+                yield {f"pair_{k}": v for k, v in pair_batch.items()}
+            return
         for image_batch, pair_batch in zip(self.images, self.pairs, strict=False):
             yield {**image_batch, **{f"pair_{k}": v for k, v in pair_batch.items()}}

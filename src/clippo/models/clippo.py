@@ -118,21 +118,23 @@ class CLIPPO(ContrastiveModel):
 
     def forward(
         self,
-        images: torch.Tensor,
-        text_pixels: torch.Tensor,
+        images: torch.Tensor | None,
+        text_pixels: torch.Tensor | None,
         text_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both embeddings and the logit scale, for the contrastive loss.
 
         ``text_pairs``: rendered ``(text_a, text_b)`` for co-training (paper section 3). Both
         sides go through the text path; their rows follow the image/alt-text rows, so
-        ``zimg = [images; text_a]`` and ``ztxt = [alt-texts; text_b]``.
+        ``zimg = [images; text_a]`` and ``ztxt = [alt-texts; text_b]``. Images and alt-texts
+        may be ``None`` together: a batch of text pairs only.
         """
         if text_pairs is None:
             return super().forward(images, text_pixels)
         text_a, text_b = text_pairs
-        rows = text_pixels.shape[0] + text_b.shape[0]
+        texts = text_b if text_pixels is None else torch.cat([text_pixels, text_b])
+        rows = texts.shape[0]
         # One pass over every rendered text of the batch.
-        z = self.encode_text_input(torch.cat([text_pixels, text_b, text_a]))
-        zimg = torch.cat([self.encode_image(images), z[rows:]])
+        z = self.encode_text_input(torch.cat([texts, text_a]))
+        zimg = z[rows:] if images is None else torch.cat([self.encode_image(images), z[rows:]])
         return zimg, z[:rows], self.logit_scale

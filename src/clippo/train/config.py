@@ -55,7 +55,7 @@ class DataConfig:
     # Co-training (CLIPPO section 3): this share of every batch is text/text pairs read from
     # text_pairs (shards of `clippo data textpairs`), both sides through the text path.
     text_pairs: str | None = None
-    text_pair_fraction: float = 0.0  # in [0, 1)
+    text_pair_fraction: float = 0.0  # in [0, 1]; 1: text pairs only
 
     @property
     def text_pairs_per_batch(self) -> int:
@@ -264,9 +264,9 @@ def _check_text_pairs(cfg: ExperimentConfig) -> None:
     from clippo.models.factory import parse_model_name
 
     data = cfg.data
-    if not 0.0 <= data.text_pair_fraction < 1.0:
+    if not 0.0 <= data.text_pair_fraction <= 1.0:
         raise ConfigError(
-            f"data.text_pair_fraction must lie in [0, 1), got {data.text_pair_fraction}"
+            f"data.text_pair_fraction must lie in [0, 1], got {data.text_pair_fraction}"
         )
     if data.text_pair_fraction == 0.0:
         return
@@ -276,11 +276,16 @@ def _check_text_pairs(cfg: ExperimentConfig) -> None:
             f"data.text_pair_fraction is {data.text_pair_fraction}"
         )
     pairs = data.text_pairs_per_batch
-    if not 0 < pairs < data.batch_size:
+    if pairs == 0 or (pairs == data.batch_size and data.text_pair_fraction < 1.0):
         raise ConfigError(
             f"data.text_pair_fraction {data.text_pair_fraction} of data.batch_size "
             f"{data.batch_size} gives {pairs} text pairs per batch: need at least one text pair "
-            "and one image pair"
+            "and one image pair (or text_pair_fraction 1.0 for text pairs only)"
+        )
+    if pairs == data.batch_size and cfg.train.keep_image_pairs_constant:
+        raise ConfigError(
+            "train.keep_image_pairs_constant: with data.text_pair_fraction 1.0 no image pairs "
+            "are seen, so no step count keeps them constant; set train.total_steps instead"
         )
     family, _ = parse_model_name(cfg.model.name)
     if not cfg.model.init and not family.startswith("clippo"):

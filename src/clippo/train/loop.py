@@ -145,7 +145,9 @@ def build_train_loader(
         world_size=env.world_size,
     )
     per_rank = (cfg.data.batch_size - pairs) // env.world_size
-    dataset = reader(cfg.data.train, batch_size=per_rank, image_transform=transform, **common)
+    dataset = None  # text pairs only (text_pair_fraction 1): no image/alt-text stream
+    if per_rank:
+        dataset = reader(cfg.data.train, batch_size=per_rank, image_transform=transform, **common)
     if pairs:
         text_pairs = TextPairDataset(
             cfg.data.text_pairs, batch_size=pairs // env.world_size, **common
@@ -162,8 +164,10 @@ def build_train_loader(
 
 def _embed_batch(model: torch.nn.Module, batch: dict[str, Any], device: torch.device):
     """``(zimg, ztxt, scale)`` of a batch; a mixed batch's text pairs follow its image rows."""
-    images = batch["image"].to(device, non_blocking=True)
-    texts = batch["text_input"].to(device, non_blocking=True)
+    images = texts = None  # None in a batch of text pairs only
+    if "image" in batch:
+        images = batch["image"].to(device, non_blocking=True)
+        texts = batch["text_input"].to(device, non_blocking=True)
     if "pair_text_a_input" not in batch:
         return model(images, texts)
     text_a = batch["pair_text_a_input"].to(device, non_blocking=True)
