@@ -5,7 +5,8 @@
 
 Reads each workdir's config.yaml, metrics.json (the final evaluation), model/ (parameters;
 "trained" excludes locked LiT towers), seconds (wall-clock training time, written by
-scripts/compare.sh) and, with --glue, glue/TASK_metrics.json (`clippo finetune glue`).
+scripts/compare.sh) and, with --glue, glue*/TASK_metrics.json (`clippo finetune glue`,
+one directory per fine-tuning seed).
 """
 
 from __future__ import annotations
@@ -42,12 +43,17 @@ def final_metrics(workdir: Path) -> dict:
 
 
 def glue_cells(workdir: Path) -> list[str]:
-    """Dev score x100 of each local language task, '-' where it was not fine-tuned."""
+    """Dev score x100 of each local language task: the mean over fine-tuning seeds (glue/,
+    glue_seedN/) followed by each seed's score, '-' where it was not fine-tuned."""
     cells = []
     for task in GLUE_TASKS:
-        f = workdir / "glue" / f"{task}_metrics.json"
-        score = json.loads(f.read_text())["scores"][task] if f.is_file() else None
-        cells.append("-" if score is None else f"{100 * score:.2f}")
+        files = sorted(workdir.glob(f"glue*/{task}_metrics.json"))
+        scores = [100 * json.loads(f.read_text())["scores"][task] for f in files]
+        if not scores:
+            cells.append("-")
+            continue
+        each = " / ".join(f"{x:.1f}" for x in scores)
+        cells.append(f"{sum(scores) / len(scores):.2f}" + (f" ({each})" if len(scores) > 1 else ""))
     return cells
 
 
