@@ -11,6 +11,7 @@ one directory per fine-tuning seed).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -58,36 +59,37 @@ def glue_cells(workdir: Path) -> list[str]:
 
 
 def row(workdir: Path, glue: bool = False) -> str:
-    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
-    steps = load_config(cfg).effective_total_steps  # with the co-training step rule applied
-    pairs = cfg["data"].get("text_pair_fraction", 0.0)
+    cfg = load_config(yaml.safe_load((workdir / "config.yaml").read_text()))
+    pairs = cfg.data.text_pair_fraction
     model = from_pretrained(workdir / "model")
     total = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     m = final_metrics(workdir)
-    batch = cfg["data"]["batch_size"]
     seconds = workdir / "seconds"
     minutes = f"{int(seconds.read_text()) / 60:.1f}" if seconds.is_file() else "?"
     cells = [f"{100 * m[k]:.2f}" for k, _ in COLUMNS] + (glue_cells(workdir) if glue else [])
     size = f"{total / 1e6:.2f}M" + (f" ({trained / 1e6:.2f}M trained)" if trained != total else "")
     return (
-        f"| {workdir.name} | `{cfg['model']['name']}` | "
+        f"| {workdir.name} | `{cfg.model.name}` | "
         + " | ".join(cells)
-        + f" | {size} | {steps} x {batch}"
+        # steps with the co-training step rule applied
+        + f" | {size} | {cfg.effective_total_steps} x {cfg.data.batch_size}"
         + (f" ({100 * pairs:.0f}% text pairs)" if pairs else "")
         + f" | {minutes} |"
     )
 
 
-def main(args: list[str]) -> None:
-    glue = "--glue" in args
-    head = ["run", "model", *(c for _, c in COLUMNS), *(GLUE_TASKS if glue else [])]
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdirs", nargs="+", type=Path)
+    parser.add_argument("--glue", action="store_true", help="add the language tasks' columns")
+    args = parser.parse_args(argv)
+    head = ["run", "model", *(c for _, c in COLUMNS), *(GLUE_TASKS if args.glue else [])]
     head += ["params", "steps x batch", "train min"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for w in args:
-        if w != "--glue":
-            print(row(Path(w), glue))
+    for w in args.workdirs:
+        print(row(w, args.glue))
 
 
 if __name__ == "__main__":

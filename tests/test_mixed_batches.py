@@ -43,6 +43,12 @@ def fortune_pairs(tmp_path_factory):
     return str(out / stats["train_pattern"]), set(pairs)
 
 
+def _symmetric_ce(logits):
+    """CLIP's loss written out: mean of the row-wise and column-wise cross-entropy."""
+    target = torch.arange(logits.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 def _cfg(images, pairs, **sets):
     tree = tiny_run_tree(images)
     tree["data"] |= {"text_pairs": pairs[0], "text_pair_fraction": 0.25}
@@ -144,11 +150,7 @@ def test_loop_loss_is_the_contrastive_loss_over_the_whole_mixed_batch(
         ztxt = model.encode_text(batch["text"] + batch["pair_text_b"])
         logits = model.logit_scale * zimg @ ztxt.T
     assert logits.shape == (8, 8)
-    target = torch.arange(8)
-    direct = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-    images_only = 0.5 * (
-        F.cross_entropy(logits[:6, :6], target[:6]) + F.cross_entropy(logits[:6, :6].T, target[:6])
-    )
+    direct, images_only = _symmetric_ce(logits), _symmetric_ce(logits[:6, :6])
     assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)
     assert abs(direct.item() - images_only.item()) > 1e-3
 
@@ -227,8 +229,7 @@ def test_text_pairs_only_trains_on_pairs_with_the_contrastive_loss(
         torch.testing.assert_close(za, model.encode_text(batch["pair_text_a"]))
         torch.testing.assert_close(zb, model.encode_text(batch["pair_text_b"]))
         logits = scale * za @ zb.T
-    target = torch.arange(8)
-    direct = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    direct = _symmetric_ce(logits)
     assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)
     assert (tmp_path / "model" / "model.safetensors").exists()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -648,9 +649,7 @@ class MixedBatchDataset(IterableDataset):
         self.images, self.pairs = images, pairs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.images is None:  # text pairs only (text_pair_fraction 1)
-            for pair_batch in self.pairs:
-                yield {f"pair_{k}": v for k, v in pair_batch.items()}
-            return
-        for image_batch, pair_batch in zip(self.images, self.pairs, strict=False):
+        # Text pairs only (text_pair_fraction 1): every image batch is empty.
+        images = itertools.repeat({}) if self.images is None else self.images
+        for image_batch, pair_batch in zip(images, self.pairs, strict=False):
             yield {**image_batch, **{f"pair_{k}": v for k, v in pair_batch.items()}}
