@@ -30,13 +30,12 @@ from pathlib import Path
 
 import torch
 
-from clippo.cli import resolve_config
 from clippo.data import ImageTransform, ShardDataset
 from clippo.data.image_cache import CachedImageShardDataset, build_image_feature_cache
 from clippo.losses import ContrastiveLoss
-from clippo.train.config import load_config
-from clippo.train.loop import build_model
+from clippo.train.config import load_config, resolve_config
 from clippo.train.optim import build_optimizer
+from clippo.train.tasks import build_model
 
 
 def _config(args, batch: int | None = None):
@@ -167,7 +166,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards
         if shards is None:
-            from clippo.data import build_openclipart_shards
+            from clippo.data.build.openclipart import build_openclipart_shards
 
             stats = build_openclipart_shards(
                 Path(tmp) / "shards",

@@ -14,12 +14,11 @@ import time
 
 import torch
 
-from clippo.cli import resolve_config
 from clippo.losses import ContrastiveLoss
 from clippo.models import count_parameters
-from clippo.train.config import load_config
-from clippo.train.loop import build_model
+from clippo.train.config import load_config, resolve_config
 from clippo.train.optim import build_optimizer
+from clippo.train.tasks import build_model
 
 
 def measure(config: str, overrides: list[str], batch: int | None, steps: int, precision: str):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clippo.data import build_openclipart_shards
+from clippo.data.build.openclipart import build_openclipart_shards
 
 
 @pytest.fixture(scope="session")

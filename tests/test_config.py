@@ -2,8 +2,7 @@
 
 import pytest
 
-from clippo.cli import resolve_config
-from clippo.train.config import ConfigError, load_config
+from clippo.train.config import ConfigError, load_config, resolve_config
 
 
 def test_packaged_recipe_loads_with_paper_values():

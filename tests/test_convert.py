@@ -21,14 +21,13 @@ from clippo.convert import (
     big_vision_params,
     from_big_vision,
     load_big_vision_vit_into,
-    load_model_dir,
     read_big_vision_npz,
     resample_posemb,
-    save_model_dir,
     to_big_vision,
     variant_name,
 )
-from clippo.models import CLIPPO, ViT, ViTConfig, create_model
+from clippo.factory import create_model
+from clippo.models import CLIPPO, ViT, ViTConfig, from_pretrained, save_pretrained
 from clippo.models.clippo import text_pixels_to_input
 from clippo.render import UnifontRenderer
 
@@ -196,8 +195,8 @@ def test_init_from_i21k_style_vit_into_fresh_clippo():
 def test_round_trip_is_bit_exact(name, tmp_path):
     src = read_big_vision_npz(FIXTURES / f"{name}.npz")
     image_size = 48 if name.startswith("vit_gap") else None
-    save_model_dir(from_big_vision(FIXTURES / f"{name}.npz", image_size=image_size), tmp_path)
-    back = to_big_vision(load_model_dir(tmp_path), tmp_path / "back.npz", scan="scan" in name)
+    save_pretrained(from_big_vision(FIXTURES / f"{name}.npz", image_size=image_size), tmp_path)
+    back = to_big_vision(from_pretrained(tmp_path), tmp_path / "back.npz", scan="scan" in name)
     back = read_big_vision_npz(back)
     assert set(back) == set(src)
     for k, v in src.items():
@@ -309,7 +308,7 @@ def test_cli_default_renderer_and_vit_directory(tmp_path, capsys):
     args = [str(FIXTURES / "vit_gap_pyloop.npz"), str(vit_dir), "--image-size", "48"]
     assert main(["convert", "bigvision", *args]) == 0
     assert "ViT" in capsys.readouterr().out
-    model = load_model_dir(vit_dir)
+    model = from_pretrained(vit_dir)
     assert isinstance(model, ViT) and model.cfg.image_size == 48
     assert main(["convert", "to-bigvision", str(vit_dir), str(tmp_path / "vit.npz")]) == 0
     src, back = npz("vit_gap_pyloop.npz"), read_big_vision_npz(tmp_path / "vit.npz")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clippo.data.openclipart import (
+from clippo.data.build.openclipart import (
     build_openclipart_shards,
     clean_alt_texts,
     read_svg_metadata,

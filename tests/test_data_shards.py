@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from clippo.data import ImageTransform, ShardDataset, build_openclipart_shards, load_image
+from clippo.data import ImageTransform, ShardDataset, load_image
+from clippo.data.build.openclipart import build_openclipart_shards
 from clippo.data.shards import expand_urls, iter_tar_samples, sample_label, sample_texts
 
 ROOT = Path("/usr/share/openclipart/png")

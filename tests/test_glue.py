@@ -10,17 +10,12 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from clippo.cli import main
-from clippo.eval.glue import (
-    GLUE_TASKS,
-    TextBackbone,
-    compute_metrics,
-    finetune,
-    glue_average,
-    read_task,
-    read_tsv,
-    run_glue_task,
-)
-from clippo.models import create_model
+from clippo.data.glue import GLUE_TASKS, read_task, read_tsv
+from clippo.eval.glue import compute_metrics, glue_average
+from clippo.factory import create_model
+from clippo.jobs.glue import finetune, run_glue_task
+from clippo.models.heads import TextBackbone
+from clippo.train.config import load_config, resolve_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "glue"
 RNG = np.random.default_rng(0)
@@ -189,22 +184,24 @@ def test_token_backbone_tokenizes_the_sep_string_and_pools_before_the_head(
     assert TextBackbone(model, "embedding").feature_dim == 16
 
 
-def _backbone():
-    torch.manual_seed(0)
-    return TextBackbone(create_model("clippo-mu/16", image_size=32))
+def _glue_cfg(task="sst2", **finetune):
+    """The packaged GLUE recipe on a random clippo-mu/16 at 32 px (seed 0), with ``finetune``."""
+    sets = ["model.name=clippo-mu/16", "model.options.image_size=32", "data.workers=0",
+            f"finetune.task={task}", f"finetune.data={FIXTURE}"]  # fmt: skip
+    sets += [f"{'data' if k == 'batch_size' else 'finetune'}.{k}={v}" for k, v in finetune.items()]
+    return load_config(resolve_config("glue"), sets)
 
 
-def test_finetune_learns_the_training_set():
+def test_finetune_learns_the_training_set(tmp_path):
     splits = read_task(FIXTURE, "sst2")
     splits["train_again"] = splits["train"]
     losses = []
     result = finetune(
-        _backbone,
+        _glue_cfg(epochs=40, batch_size=6),
         "sst2",
         splits,
+        tmp_path,
         lr=3e-3,
-        epochs=40,
-        batch_size=6,
         progress=lambda step, loss: losses.append(loss),
     )
     assert result["steps"] == 40 and len(losses) == 40
@@ -212,11 +209,11 @@ def test_finetune_learns_the_training_set():
     assert result["train_again"]["accuracy"] == 1.0
 
 
-def test_run_glue_task_regression_and_mnli_columns():
-    stsb = run_glue_task(_backbone, "stsb", FIXTURE, lrs=(5e-5,), epochs=1)
+def test_run_glue_task_regression_and_mnli_columns(tmp_path):
+    stsb = run_glue_task(_glue_cfg("stsb", lrs=[5e-5], epochs=1), tmp_path)
     assert set(stsb["metrics"]["stsb"]) == {"spearman", "pearson", "score", "examples"}
     assert stsb["labels"] == []
-    mnli = run_glue_task(_backbone, "mnli", FIXTURE, lrs=(2e-5, 5e-5), epochs=1, batch_size=4)
+    mnli = run_glue_task(_glue_cfg("mnli", lrs=[2e-5, 5e-5], epochs=1, batch_size=4), tmp_path)
     assert mnli["columns"] == {"mnli_m": "mnli_m", "mnli_mm": "mnli_mm"}
     assert len(mnli["runs"]) == 2 and mnli["best_lr"] in (2e-5, 5e-5)
     assert mnli["runs"][0]["steps"] == 2

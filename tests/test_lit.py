@@ -13,10 +13,11 @@ from torch import nn
 
 from clippo.cli import main
 from clippo.data import ImageTransform
-from clippo.models import LiT, LiTConfig, ViTConfig, create_model, from_pretrained, save_pretrained
+from clippo.factory import create_model
+from clippo.jobs.pretrain import train
+from clippo.models import LiT, LiTConfig, ViTConfig, from_pretrained, save_pretrained
 from clippo.models.lit import EfficientNetLite0
 from clippo.train.config import load_config
-from clippo.train.loop import train
 from clippo.train.optim import build_optimizer
 from clippo.train.schedules import create_schedule
 
@@ -60,7 +61,7 @@ def test_locked_image_tower_gets_no_grads_and_stays_in_eval_mode():
 
 
 def test_text_features_feed_the_text_head_and_finetune_backbone():
-    from clippo.eval.glue import TextBackbone
+    from clippo.models.heads import TextBackbone
 
     model = _lit().eval()
     _, texts = _batch(model, 2)
@@ -169,14 +170,13 @@ def test_save_load_round_trip_keeps_weights_lock_and_text_reader(tmp_path, openc
 
 
 def _cfg(shards, steps, **extra):
-    tree = tiny_run_tree(shards)
+    tree = tiny_run_tree(shards, captions="first", train_examples=40)
     del tree["data"]["augment"]  # a cached locked tower needs fixed images
     tree["data"]["workers"] = 0
     tree |= {
         "model": {"name": "lit-Lu-mu/16", "options": {"image_size": 32}},
         "optim": {"name": "adamw", "lr": 1e-3, "wd": 1e-4},
         "train": {"total_steps": steps, "log_every": 1, "ckpt_every": steps, "precision": "fp32"},
-        "eval": {"fewshot_train_examples": 40, "captions": "first"},
     }
     for k, v in extra.items():
         tree[k].update(v)

@@ -9,19 +9,20 @@ from helpers import tiny_run_tree
 from safetensors.torch import load_file
 
 from clippo.data import TextPairDataset
-from clippo.data.textpairs import (
+from clippo.data.build.textpairs import (
     FORTUNES_DIR,
     nsp_pairs,
     read_fortunes,
     split_sentences,
     write_text_pair_shards,
 )
-from clippo.models import create_model
+from clippo.factory import create_model
+from clippo.jobs.pretrain import train
 from clippo.models.clippo import text_pixels_to_input
 from clippo.train.checkpoint import list_checkpoints
 from clippo.train.config import ConfigError, load_config
 from clippo.train.distributed import DistEnv
-from clippo.train.loop import build_model, build_train_loader, train
+from clippo.train.tasks import build_model, build_train_loader
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +52,7 @@ def _symmetric_ce(logits):
 
 def _cfg(images, pairs, **sets):
     tree = tiny_run_tree(images)
+    del tree["eval"]  # these runs train only (the CLI test below evaluates)
     tree["data"] |= {"text_pairs": pairs[0], "text_pair_fraction": 0.25}
     tree["optim"] = {"name": "adafactor", "lr": 1e-3, "schedule": {"warmup_steps": 2}}
     tree["train"] = {"total_steps": 4, "log_every": 2, "ckpt_every": 4, "threads": 1}
@@ -255,13 +257,13 @@ def test_tokenized_models_are_refused(openclipart_small, fortune_pairs):
 
 
 def test_packaged_demo_textpairs_mirrors_demo_with_25_percent_pairs():
-    from clippo.cli import resolve_config
+    from clippo.train.config import resolve_config
 
     demo = load_config(resolve_config("demo")).to_dict()
     pairs = load_config(resolve_config("demo_textpairs"))
     assert pairs.data.text_pairs_per_batch == 64 and pairs.effective_total_steps == 1600
     mixed = pairs.to_dict()
-    pair_keys = {"data": ["train", "val", "text_pairs", "text_pair_fraction"],
+    pair_keys = {"data": ["train", "text_pairs", "text_pair_fraction"],
                  "train": ["keep_image_pairs_constant"]}  # fmt: skip
     for section, keys in pair_keys.items():
         for key in keys:
@@ -279,7 +281,7 @@ def test_cli_trains_demo_textpairs_and_reports_the_step_rule(
         "model.name": "clippo-mu/16",
         "model.options": "{image_size: 32, out_dim: 16}",
         "data.train": out / stats["train_pattern"],
-        "data.val": out / stats["val_pattern"],
+        "eval.sets.val.data": out / stats["val_pattern"],
         "data.text_pairs": fortune_pairs[0],
         "data.batch_size": 8,
         "data.workers": 0,
@@ -288,7 +290,7 @@ def test_cli_trains_demo_textpairs_and_reports_the_step_rule(
         "train.threads": 1,
         "train.precision": "fp32",
         "optim.schedule.warmup_steps": 1,
-        "eval.fewshot_train_examples": 60,
+        "eval.sets.val.evaluators.fewshot.train_examples": 60,
     }
     sets = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
     assert main(["train", "demo_textpairs", "--workdir", str(tmp_path), *sets]) == 0

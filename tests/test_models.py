@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import clippo
-from clippo.models import CLIPPO, ViT, ViTConfig, count_parameters, create_model
+from clippo.factory import create_model
+from clippo.models import CLIPPO, ViT, ViTConfig, count_parameters
 from clippo.models.clippo import text_pixels_to_input
 from clippo.models.vit import attend
 

@@ -9,14 +9,13 @@ import pytest
 import torch
 
 import clippo
+from clippo.factory import create_model, list_models
 from clippo.models import (
     CLIP,
     OneTowerCLIP,
     TextTransformer,
     TextTransformerConfig,
     count_parameters,
-    create_model,
-    list_models,
 )
 from clippo.tokenizer import EOS_ID, Tokenizer
 

@@ -6,14 +6,17 @@ from pathlib import Path
 import pytest
 
 from clippo.cli import main
-from clippo.data.langtasks import build_fortune_topic, build_manual_nsp, build_manual_translation
-from clippo.data.textpairs import (
+from clippo.data.build.langtasks import (
+    build_fortune_topic,
+    build_manual_nsp,
+    build_manual_translation,
+)
+from clippo.data.build.textpairs import (
     DEBIAN_REFERENCE_DIR,
     FORTUNES_DIR,
     align_debian_reference,
     corpus_pairs,
     debian_reference_documents,
-    iter_text_pairs,
     nsp_pairs,
     read_aligned_lines,
     read_backtranslation_pairs,
@@ -24,7 +27,8 @@ from clippo.data.textpairs import (
     word_dropout_pairs,
     write_text_pair_shards,
 )
-from clippo.eval.glue import read_task
+from clippo.data.glue import read_task
+from clippo.data.textpairs import iter_text_pairs
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,14 @@ from safetensors.torch import load_file
 
 import clippo.losses
 from clippo.cli import main
+from clippo.jobs.pretrain import train
 from clippo.train.checkpoint import list_checkpoints
 from clippo.train.config import load_config
-from clippo.train.loop import NonFiniteLossError, train
+from clippo.train.engine import NonFiniteLossError
 
 
 def _cfg(shards, steps, **extra):
-    tree = tiny_run_tree(shards) | {
+    tree = tiny_run_tree(shards, captions="first", train_examples=60) | {
         "optim": {
             "name": "adafactor",
             "lr": 1e-3,
@@ -28,7 +29,6 @@ def _cfg(shards, steps, **extra):
             },
         },
         "train": {"total_steps": steps, "log_every": 5, "ckpt_every": 10, "keep_ckpts": 2},
-        "eval": {"fewshot_train_examples": 60, "captions": "first"},
     }
     for k, v in extra.items():
         tree[k].update(v)
@@ -102,7 +102,7 @@ def test_cli_train_writes_workdir_and_evaluates(openclipart_small, tmp_path, cap
     assert [s for s, _ in list_checkpoints(w / "checkpoints")] == [10]
     records = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [5, 10]
-    assert 0.0 <= records[-1]["i2t_recall@1"] <= 1.0
+    assert 0.0 <= records[-1]["val/i2t_recall@1"] <= 1.0
     assert (w / "model" / "config.json").is_file()
 
 
@@ -117,15 +117,14 @@ def test_cli_reports_bad_config_key(tmp_path, capsys):
 def test_tokenized_baselines_train_evaluate_and_reload(
     name, openclipart_small, openclipart_tokenizer, tmp_path
 ):
-    from clippo.eval.suite import make_eval_fn
     from clippo.models import from_pretrained
 
     options = {"image_size": 32, "out_dim": 16, "max_len": 16}
     model = {"name": name, "options": {**options, "tokenizer": str(openclipart_tokenizer)}}
     cfg = _cfg(openclipart_small, 4, model=model, train={"log_every": 2})
-    results = train(cfg, tmp_path, eval_fn=make_eval_fn(cfg))
+    results = train(cfg, tmp_path)  # evaluates the config's sets
     assert torch.isfinite(torch.tensor(results["train/loss"]))
-    assert 0.0 <= results["i2t_recall@1"] <= 1.0 and "zeroshot_top1" in results
+    assert 0.0 <= results["val/i2t_recall@1"] <= 1.0 and "val/zeroshot_top1" in results
     loaded = from_pretrained(tmp_path / "model")
     assert loaded.cfg.max_len == 16 and loaded.vocab_size == 300
     assert loaded.encode_text(["a red car"]).shape == (1, 16)
@@ -146,7 +145,7 @@ def test_cli_trains_packaged_baseline_configs(
     # The final evaluation is also metrics.json, equal to metrics.jsonl's last evaluation row.
     final = json.loads((tmp_path / "metrics.json").read_text())
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    last_eval = [r for r in rows if "i2t_recall@1" in r][-1]
+    last_eval = [r for r in rows if "val/i2t_recall@1" in r][-1]
     assert final == {k: v for k, v in last_eval.items() if k != "step"}
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["model_type"] == ("clip" if config == "clip_demo" else "1t-clip")

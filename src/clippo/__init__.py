@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "from_pretrained", "list_models", "save_pretrained"]
+_FACTORY = ("create_model", "list_models")
+_IO = ("from_pretrained", "save_pretrained")
+__all__ = [*_FACTORY, *_IO]
 
 
 def __getattr__(name: str):
     # Lazy, so that `import clippo.render` (numpy only) does not pay for importing torch.
-    if name in __all__:
-        from clippo import models
+    if name in _FACTORY:
+        from clippo import factory
 
-        return getattr(models, name)
+        return getattr(factory, name)
+    if name in _IO:
+        from clippo.models import io
+
+        return getattr(io, name)
     raise AttributeError(f"module 'clippo' has no attribute {name!r}")

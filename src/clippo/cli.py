@@ -8,20 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-def resolve_config(name_or_path: str) -> Path:
-    """A config by file path, or by name from the packaged recipes (``clippo_b16_yfcc``)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    packaged = CONFIG_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if packaged.is_file():
-        return packaged
-    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"no config file {name_or_path!r}; packaged configs: {known}")
-
 
 def _print_table(rows: dict[str, float], title: str) -> None:
     width = max(len(k) for k in rows)
@@ -52,10 +38,9 @@ def _progress_bar(total: int, initial: int):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from clippo.eval.suite import make_eval_fn
+    from clippo.jobs.pretrain import train
     from clippo.train.checkpoint import list_checkpoints
-    from clippo.train.config import load_config
-    from clippo.train.loop import train
+    from clippo.train.config import load_config, resolve_config
 
     cfg = load_config(resolve_config(args.config), args.set)
     workdir = Path(args.workdir)
@@ -65,15 +50,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(_describe_text_pairs(cfg))
     bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
-        results = train(
-            cfg, workdir, resume=args.resume, on_step=on_step, eval_fn=make_eval_fn(cfg)
-        )
+        results = train(cfg, workdir, resume=args.resume, on_step=on_step)
     finally:
         bar.close()
     if os.environ.get("RANK", "0") == "0":  # the other ranks hold no evaluation results
         final = {k: v for k, v in results.items() if not k.startswith("train/")}
-        _print_table(final, "evaluation")
         if final:  # as `clippo demo`: the final evaluation, also the last eval row of metrics.jsonl
+            _print_table(final, "evaluation")
             (workdir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
         print(f"\nmodel written to {workdir / 'model'}")
     return 0
@@ -91,13 +74,15 @@ def _describe_text_pairs(cfg) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clippo.eval.suite import evaluate
+    from clippo.jobs.pretrain import build_eval_sets
     from clippo.models import from_pretrained
-    from clippo.train.config import load_config
+    from clippo.train.config import load_config, resolve_config
 
     cfg = load_config(resolve_config(args.config) if args.config else None, args.set)
-    model = from_pretrained(args.model)
-    results = evaluate(model, cfg)
+    sets = build_eval_sets(cfg)
+    if not sets:
+        raise ValueError("no evaluation sets: give a config with eval.sets, or --set eval.sets...")
+    results = sets.run(from_pretrained(args.model))
     _print_table(results, f"evaluation of {args.model}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
@@ -107,7 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_data_openclipart(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from clippo.data.openclipart import build_openclipart_shards
+    from clippo.data.build.openclipart import build_openclipart_shards
 
     with tqdm(desc="openclipart", unit="img") as bar:
         stats = build_openclipart_shards(
@@ -187,96 +172,56 @@ def cmd_convert_bigvision(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_to_bigvision(args: argparse.Namespace) -> int:
-    from clippo.convert import load_model_dir, to_big_vision
+    from clippo.convert import to_big_vision
+    from clippo.models import from_pretrained
 
-    model = load_model_dir(args.model_dir)
+    model = from_pretrained(args.model_dir)
     to_big_vision(model, args.out, scan=args.scan)
     print(_describe(model))
     print(f"wrote {args.out} ({'scanned' if args.scan else 'per-layer'} layout)")
     return 0
 
 
-DEMO_KEYS = ("i2t_recall@1", "t2i_recall@1", "i2t_recall@5", "t2i_recall@5", "zeroshot_top1")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
-    import numpy as np
     import torch
+    from tqdm import tqdm
 
-    from clippo.data import build_openclipart_shards, iter_tar_samples, load_image
-    from clippo.data.shards import expand_urls
-    from clippo.eval.plots import plot_retrievals, plot_training_curves
-    from clippo.eval.suite import embed_shards, evaluate
+    from clippo.jobs.demo import DEMO_KEYS, demo_config, final_results, write_report
+    from clippo.jobs.pretrain import build_eval_sets, train
     from clippo.train.checkpoint import list_checkpoints
-    from clippo.train.config import load_config
-    from clippo.train.loop import train
 
     t0 = time.perf_counter()
     data, workdir = Path(args.data), Path(args.workdir)
     print(f"[1/3] building openclipart shards in {data}")
-    from tqdm import tqdm
-
     with tqdm(desc="openclipart", unit="img") as bar:
-        stats = build_openclipart_shards(data, progress=lambda n=1: bar.update(n))
+        cfg, stats = demo_config(data, args.set, progress=lambda n=1: bar.update(n))
     print(f"      {stats['train']} train / {stats['val']} val examples, skipped {stats['skipped']}")
-
-    cfg = load_config(
-        resolve_config("demo"),
-        [
-            f"data.train={data / stats['train_pattern']}",
-            f"data.val={data / stats['val_pattern']}",
-            *args.set,
-        ],
-    )
+    sets = build_eval_sets(cfg)
     done = list_checkpoints(workdir / "checkpoints")
     start = done[-1][0] if done else 0
     print(
         f"[2/3] training {cfg.model.name} {cfg.model.options} for {cfg.effective_total_steps} "
-        f"steps of {cfg.data.batch_size}" + (f", resuming at step {start}" if start else "")
+        f"steps of {cfg.data.batch_size}, evaluating on the held-out pairs at the end"
+        + (f"; resuming at step {start}" if start else "")
     )
     bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
-        train(cfg, workdir, resume=bool(done), on_step=on_step)
+        results = train(cfg, workdir, resume=bool(done), on_step=on_step, evaluation=sets)
     finally:
         bar.close()
-
-    print("[3/3] evaluating on the held-out pairs")
-    from clippo.models import from_pretrained
-
-    model = from_pretrained(workdir / "model")
-    val = embed_shards(model, cfg.data.val, batch_size=cfg.eval.batch_size, captions="first")
-    results = evaluate(model, cfg, val=val)
-    (workdir / "metrics.json").write_text(json.dumps(results, indent=2))
+    print("[3/3] held-out results and pictures")
+    results = final_results(results, sets, workdir)
+    written = write_report(cfg, workdir, results, sets)
     _print_table(
         {k: results[k] for k in DEMO_KEYS if k in results}
         | {k: v for k, v in results.items() if k not in DEMO_KEYS},
         "held-out results",
     )
-
-    plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
-    # Example retrievals: the first six validation images and their top-3 captions.
-    sims = val.image[:6] @ val.text.T
-    top = sims.topk(3, dim=1).indices
-    wanted = set(val.keys[:6])
-    pictures = {}
-    for url in expand_urls(cfg.data.val):
-        for sample in iter_tar_samples(url):
-            if sample["__key__"] in wanted:
-                raw = next(v for k, v in sample.items() if k in ("jpg", "png", "webp", "jpeg"))
-                pictures[sample["__key__"]] = np.asarray(load_image(raw))
-    plot_retrievals(
-        [pictures[k] for k in val.keys[:6]],
-        [val.texts[i] for i in range(6)],
-        [[val.texts[j] for j in row] for row in top.tolist()],
-        [[val.text_image_ids[j].item() == i for j in row] for i, row in enumerate(top.tolist())],
-        workdir / "retrievals.png",
-    )
     print(
-        f"\nwrote {workdir / 'metrics.json'}, {workdir / 'training_curves.png'}, "
-        f"{workdir / 'retrievals.png'}; total {(time.perf_counter() - t0) / 60:.1f} min "
-        f"({torch.get_num_threads()} threads)"
+        f"\nwrote {', '.join(str(p) for p in written)}; total "
+        f"{(time.perf_counter() - t0) / 60:.1f} min ({torch.get_num_threads()} threads)"
     )
     return 0
 
@@ -284,7 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_data_textpairs(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from clippo.data.textpairs import corpus_pairs, write_text_pair_shards
+    from clippo.data.build.textpairs import corpus_pairs, write_text_pair_shards
 
     pairs, info = corpus_pairs(
         args.source,
@@ -311,7 +256,7 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
 
 
 def cmd_data_langtasks(args: argparse.Namespace) -> int:
-    from clippo.data.langtasks import build_language_tasks
+    from clippo.data.build.langtasks import build_language_tasks
 
     stats = build_language_tasks(args.out, seed=args.seed)
     for task, entry in stats.items():
@@ -324,50 +269,49 @@ def cmd_data_langtasks(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune_glue(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
-    from clippo.eval.glue import TextBackbone, glue_average, run_glue_task
-    from clippo.models import create_model, from_pretrained
+    from clippo.eval.glue import glue_average
+    from clippo.jobs.glue import run_glue_task
+    from clippo.train.config import load_config, resolve_config
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    def make_backbone():
-        torch.manual_seed(args.seed)
-        if Path(args.model).is_dir():
-            model = from_pretrained(args.model)
-        else:
-            options = {"image_size": args.image_size} if args.image_size else {}
-            if args.tokenizer:
-                options["tokenizer"] = args.tokenizer
-            model = create_model(args.model, **options)
-        return TextBackbone(model, args.representation)
-
+    sets = [f"finetune.task={args.task}", f"finetune.data={args.data}"]
+    if Path(args.model).is_dir():
+        sets.append(f"model.init={args.model}")
+    else:
+        sets.append(f"model.name={args.model}")
+        if args.image_size:
+            sets.append(f"model.options.image_size={args.image_size}")
+        if args.tokenizer:
+            sets.append(f"model.options.tokenizer={args.tokenizer}")
+    for key, value in (
+        ("finetune.lrs", args.lr),
+        ("finetune.epochs", args.epochs),
+        ("data.batch_size", args.batch_size),
+        ("finetune.max_train", args.max_train),
+        ("finetune.max_dev", args.max_dev),
+        ("finetune.representation", args.representation),
+        ("train.seed", args.seed),
+        ("train.threads", args.threads),
+    ):
+        if value is not None:
+            sets.append(f"{key}={json.dumps(value)}")
+    cfg = load_config(resolve_config(args.config), [*sets, *args.set])
     bar = tqdm(desc=f"finetune {args.task}", unit="step", dynamic_ncols=True)
 
     def progress(lr: float, step: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(lr=f"{lr:.0e}", loss=f"{loss:.3f}")
 
-    result = run_glue_task(
-        make_backbone,
-        args.task,
-        args.data,
-        lrs=args.lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_train=args.max_train,
-        max_dev=args.max_dev,
-        seed=args.seed,
-        progress=progress,
-    )
-    bar.close()
-    result.update(model=args.model, representation=args.representation)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_glue_task(cfg, out, progress=progress)
+    finally:
+        bar.close()
+    result.update(model=args.model, representation=cfg.finetune.representation)
     (out / f"{result['task']}_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{result['task']}: train {result['sizes']['train']} examples, {args.epochs} epochs")
+    epochs = cfg.finetune.epochs
+    print(f"\n{result['task']}: train {result['sizes']['train']} examples, {epochs} epochs")
     print(f"{'lr':>8}  " + "  ".join(f"{c:>10}" for c in result["columns"]) + "  train loss")
     for run in result["runs"]:
         scores = "  ".join(f"{100 * run[s]['score']:>10.2f}" for s in result["columns"].values())
@@ -381,7 +325,7 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
     if len(result["scores"]) > 1:
         rows["avg"] = 100 * glue_average(result["scores"])
     _print_table(rows, f"dev metrics (x100) at lr {result['best_lr']:.0e}")
-    print(f"wrote {out / (result['task'] + '_metrics.json')}")
+    print(f"wrote {out / (result['task'] + '_metrics.json')} (runs in {out / result['task']})")
     return 0
 
 
@@ -501,25 +445,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="from_pretrained folder (any clippo model), or a model name (random init, e.g. "
         "clippo-B/16)",
     )
-    fg.add_argument("--out", required=True, help="folder for TASK_metrics.json")
+    fg.add_argument(
+        "--out", required=True, help="folder for TASK_metrics.json and the runs (TASK/lr_LR)"
+    )
     fg.add_argument(
         "--lr",
         type=float,
         nargs="+",
-        default=[2e-5, 3e-5, 5e-5],
-        help="learning rates tried; the best on dev is kept",
+        default=None,
+        help="learning rates tried, the best on dev is kept (the config's: 2e-5 3e-5 5e-5)",
     )
-    fg.add_argument("--epochs", type=int, default=3)
-    fg.add_argument("--batch-size", type=int, default=32)
+    fg.add_argument("--epochs", type=int, default=None, help="the config's: 3")
+    fg.add_argument("--batch-size", type=int, default=None, help="the config's: 32")
     fg.add_argument("--max-train", type=int, default=None, help="subsample training examples")
     fg.add_argument("--max-dev", type=int, default=None, help="subsample dev examples")
-    fg.add_argument("--representation", default="pre_logits", choices=("pre_logits", "embedding"))
+    fg.add_argument("--representation", default=None, choices=("pre_logits", "embedding"))
     fg.add_argument("--image-size", type=int, default=None, help="for a model name only")
     fg.add_argument(
         "--tokenizer", default=None, help="SentencePiece .model, for a clip-/1t-clip- name only"
     )
-    fg.add_argument("--seed", type=int, default=0)
+    fg.add_argument("--seed", type=int, default=None, help="the config's: 0")
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    fg.add_argument("--config", default="glue", help="the fine-tuning recipe (packaged: glue)")
+    fg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     fg.set_defaults(func=cmd_finetune_glue)
     return p
 

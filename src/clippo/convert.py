@@ -13,7 +13,6 @@ Usage and the equivalence tests: docs/convert.md.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
+from clippo.atomic import atomic_write
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
-from clippo.models.factory import from_pretrained, save_pretrained
+from clippo.models.io import save_pretrained
 from clippo.models.vit import VARIANTS, ViT, ViTConfig
 
 # How the released CLIPPO models render text (big_vision configs/proj/clippo/train_clippo.py and
@@ -420,12 +419,22 @@ def big_vision_params(model: CLIPPO | ViT, scan: bool = False) -> dict[str, np.n
 
 
 def to_big_vision(model: CLIPPO | ViT, path: str | os.PathLike, scan: bool = False) -> Path:
-    """Writes a clippo model as a big_vision ``.npz`` (``scan``: for ``scan=True`` ViTs)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz"
-        np.savez(f, **big_vision_params(model, scan=scan))
-    return path
+    """Writes a clippo model as a big_vision ``.npz`` (``scan``: for ``scan=True`` ViTs).
+
+    The parameters are mapped before the file is touched, and written atomically, so a model
+    that cannot be converted leaves an existing ``path`` as it was.
+    """
+    if not isinstance(model, CLIPPO | ViT):
+        raise ValueError(
+            f"big_vision's .npz holds a CLIPPO one-tower model or a ViT; got {type(model).__name__}"
+        )
+    params = big_vision_params(model, scan=scan)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz"
+            np.savez(f, **params)
+
+    return atomic_write(path, write)
 
 
 def load_big_vision_vit_into(
@@ -471,39 +480,14 @@ def load_big_vision_vit_into(
     return taken
 
 
-def save_model_dir(model: CLIPPO | ViT, directory: str | os.PathLike) -> Path:
-    """Writes ``config.json`` + ``model.safetensors``; a CLIPPO model via ``save_pretrained``."""
-    if isinstance(model, CLIPPO):
-        return save_pretrained(model, directory)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, directory / "model.safetensors")
-    config = {"model_type": "vit", "vit": model.cfg.to_dict()}
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
-    return directory
-
-
-def load_model_dir(directory: str | os.PathLike) -> CLIPPO | ViT:
-    """Reads what ``save_model_dir`` wrote: a CLIPPO model or a plain ViT classifier."""
-    directory = Path(directory)
-    config_file = directory / "config.json"
-    if config_file.is_file():
-        config = json.loads(config_file.read_text())
-        if config.get("model_type") == "vit":
-            model = ViT(ViTConfig(**config["vit"]))
-            model.load_state_dict(load_file(directory / "model.safetensors"))
-            return model.eval()
-    return from_pretrained(directory)
-
-
 def convert_big_vision(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
     image_size: int | None = None,
     hex_files: Sequence[str | os.PathLike] | None = None,
 ) -> CLIPPO | ViT:
-    """``from_big_vision`` then ``save_model_dir``: a big_vision ``.npz`` -> a model directory."""
+    """``from_big_vision`` then ``save_pretrained``: a big_vision ``.npz`` -> a model directory
+    (a CLIPPO model, or a ViT classifier that ``from_pretrained`` reads back)."""
     model = from_big_vision(path, image_size=image_size, hex_files=hex_files)
-    save_model_dir(model, out_dir)
+    save_pretrained(model, out_dir)
     return model

@@ -1,6 +1,8 @@
-"""Data: webdataset shards -> batches, image preprocessing, and data-set builders."""
+"""Data at run time: webdataset shards -> batches, image preprocessing, text pairs, task data.
 
-from clippo.data.openclipart import build_openclipart_shards, clean_alt_texts, read_svg_metadata
+The offline builders that write these data sets live in ``clippo.data.build``.
+"""
+
 from clippo.data.shards import (
     ShardDataset,
     expand_urls,
@@ -8,13 +10,7 @@ from clippo.data.shards import (
     sample_label,
     sample_texts,
 )
-from clippo.data.textpairs import (
-    MixedBatchDataset,
-    TextPairDataset,
-    iter_text_pairs,
-    split_sentences,
-    write_text_pair_shards,
-)
+from clippo.data.textpairs import MixedBatchDataset, TextPairDataset, iter_text_pairs
 from clippo.data.transforms import (
     BadImageError,
     ImageTransform,
@@ -31,19 +27,14 @@ __all__ = [
     "MixedBatchDataset",
     "ShardDataset",
     "TextPairDataset",
-    "build_openclipart_shards",
-    "clean_alt_texts",
     "expand_urls",
     "iter_tar_samples",
     "iter_text_pairs",
     "load_image",
     "open_image",
-    "read_svg_metadata",
     "sample_label",
     "sample_rng",
     "sample_texts",
-    "split_sentences",
     "to_rgb",
     "to_tensor",
-    "write_text_pair_shards",
 ]

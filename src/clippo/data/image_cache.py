@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clippo.atomic import atomic_write, atomic_write_text
 from clippo.data.shards import Sample, ShardDataset, expand_urls
 from clippo.data.transforms import ImageTransform
 
@@ -127,8 +128,8 @@ def build_image_feature_cache(
     if len(set(keys)) != len(keys):
         raise ValueError(f"{urls!r} holds repeated sample keys within a shard")
     features = np.concatenate(rows)
-    _write_atomic(target / "features.npy", lambda f: np.save(f, features))
-    _write_atomic(target / "keys.json", lambda f: f.write(json.dumps(keys).encode()))
+    atomic_write(target / "features.npy", lambda p: _save_npy(p, features))
+    atomic_write_text(target / "keys.json", json.dumps(keys))
     meta = {
         "tower_id": tower_id,
         "image_size": image_size,
@@ -136,15 +137,13 @@ def build_image_feature_cache(
         "count": len(keys),
         "dim": int(features.shape[1]),
     }
-    _write_atomic(target / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    atomic_write_text(target / "meta.json", json.dumps(meta, indent=2))
     return ImageFeatureCache(target)
 
 
-def _write_atomic(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
+        np.save(f, array)
 
 
 class CachedImageShardDataset(ShardDataset):

@@ -1,8 +1,14 @@
-"""Evaluators that take embeddings (or an embedding function), so any model can be scored."""
+"""Evaluators that take embeddings (or an embedding function), so any model can be scored.
 
-from clippo.eval.fewshot import fewshot_lsr, lsr_predict, sample_fewshot_indices
-from clippo.eval.retrieval import retrieval_metrics
+Importing this package registers every evaluator (``clippo.eval.registry``); evaluation sets
+(``clippo.eval.sets``) run them by name.
+"""
+
+from clippo.eval.fewshot import FewShotEvaluator, fewshot_lsr, lsr_predict, sample_fewshot_indices
+from clippo.eval.registry import EVALUATORS, build_evaluator, register
+from clippo.eval.retrieval import RetrievalEvaluator, retrieval_metrics
 from clippo.eval.zeroshot import (
+    ZeroShotEvaluator,
     build_zeroshot_classifier,
     canonicalize_text,
     load_prompts,
@@ -10,11 +16,17 @@ from clippo.eval.zeroshot import (
 )
 
 __all__ = [
+    "EVALUATORS",
+    "FewShotEvaluator",
+    "RetrievalEvaluator",
+    "ZeroShotEvaluator",
+    "build_evaluator",
     "build_zeroshot_classifier",
     "canonicalize_text",
     "fewshot_lsr",
     "load_prompts",
     "lsr_predict",
+    "register",
     "retrieval_metrics",
     "sample_fewshot_indices",
     "zeroshot_accuracy",

@@ -9,8 +9,12 @@ predict the argmax on the test set. big_vision reports this for shots 1, 5, 10, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
+
+from clippo.eval.registry import register
 
 DEFAULT_L2_REG = 2.0**10
 # Large so the bias weight costs almost nothing under the ridge penalty.
@@ -141,3 +145,43 @@ def _check_split(name: str, features: torch.Tensor, labels: torch.Tensor) -> Non
         raise ValueError(f"{name}_labels must be >= 0, got {int(labels.min())}")
     if not torch.isfinite(features).all():
         raise ValueError(f"{name}_features contain NaN or inf")
+
+
+@register("fewshot")
+@dataclass
+class FewShotEvaluator:
+    """big_vision's closed-form few-shot probe: the set's labelled images are the test set, the
+    first ``train_examples`` labelled images of ``train_data`` (default: the run's training
+    shards) the pool that ``shots`` per class are drawn from."""
+
+    shots: list[int] = field(default_factory=lambda: [10])
+    train_data: str | None = None
+    train_examples: int = 2000
+
+    def check(self, sets, where: str) -> None:
+        """Fails before training when no training source is known or the examples are 0."""
+        if not (self.train_data or sets.train_data):
+            raise ValueError(
+                f"{where}.fewshot.train_data: no labelled training shards (set it, or data.train)"
+            )
+        if self.train_examples < 1 or any(s < 1 for s in self.shots):
+            raise ValueError(f"{where}.fewshot: train_examples and shots must be positive")
+
+    def __call__(self, ctx) -> dict[str, float]:
+        s = ctx.embedded
+        labelled = s.labels >= 0
+        if not self.shots or not labelled.any():
+            return {}
+        train = ctx.train_embeddings(self.train_data or ctx.train_data, self.train_examples)
+        num_classes = int(max(train.labels.max(), s.labels.max())) + 1
+        return {
+            f"fewshot_{shots}shot": fewshot_lsr(
+                train.image,
+                train.labels,
+                s.image[labelled],
+                s.labels[labelled],
+                shots=shots,
+                num_classes=num_classes,
+            )
+            for shots in self.shots
+        }

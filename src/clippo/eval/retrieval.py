@@ -13,8 +13,11 @@ float ties are rare in practice, so results agree with it whenever there are non
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
+
+from clippo.eval.registry import register
 
 # Scores are computed in blocks of at most this many entries (64 MiB of float32), so e.g.
 # 25k images x 125k captions never materialises the full similarity matrix.
@@ -113,3 +116,16 @@ def _check_inputs(
         raise ValueError(f"every k in ks={tuple(ks)} must be >= 1")
     if not (torch.isfinite(img).all() and torch.isfinite(txt).all()):
         raise ValueError("embeddings contain NaN or inf")
+
+
+@register("retrieval")
+@dataclass
+class RetrievalEvaluator:
+    """Image<->text recall@k over an evaluation set's images and captions."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    needs_texts = True
+
+    def __call__(self, ctx) -> dict[str, float]:
+        s = ctx.embedded
+        return retrieval_metrics(s.image, s.text, s.text_image_ids, ks=tuple(self.ks))

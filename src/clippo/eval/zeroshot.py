@@ -11,9 +11,12 @@ import json
 import re
 import string
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 
 import torch
+
+from clippo.eval.registry import register
 
 EncodeText = Callable[[list[str]], torch.Tensor]
 
@@ -140,3 +143,29 @@ def zeroshot_accuracy(
     true_score = scores.gather(1, labels[:, None].long())
     rank = (scores >= true_score).sum(dim=1) - 1  # minus the true class itself
     return {f"top{k}": (rank < k).float().mean().item() for k in topk}
+
+
+@register("zeroshot")
+@dataclass
+class ZeroShotEvaluator:
+    """Zero-shot top-1 (and top-5 with 5+ classes) on the set's labelled images, with a packaged
+    prompt set (``clippo/assets/prompts/NAME.json``: class names and templates)."""
+
+    prompts: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise ValueError("prompts: name a packaged prompt set, e.g. openclipart or imagenet")
+        self.classnames, self.templates = load_prompts(self.prompts)  # a bad name fails now
+
+    def __call__(self, ctx) -> dict[str, float]:
+        s = ctx.embedded
+        labelled = s.labels >= 0
+        if not labelled.any():
+            return {}
+        classifier = build_zeroshot_classifier(
+            ctx.encode_text, self.classnames, self.templates, ctx.batch_size
+        )
+        topk = (1, 5) if len(self.classnames) >= 5 else (1,)
+        acc = zeroshot_accuracy(s.image[labelled], s.labels[labelled], classifier, topk=topk)
+        return {f"zeroshot_{k}": v for k, v in acc.items()}

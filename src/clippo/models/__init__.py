@@ -1,17 +1,12 @@
-"""Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, LiT, the
-factory."""
+"""Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, LiT, task
+heads, and their directories (``io``). Names -> models: ``clippo.factory.create_model``."""
 
-from clippo.models.base import ContrastiveModel
+from clippo.models.base import ContrastiveModel, count_parameters, state_fingerprint
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
-from clippo.models.factory import (
-    count_parameters,
-    create_model,
-    from_pretrained,
-    list_models,
-    save_pretrained,
-)
-from clippo.models.lit import LiT, LiTConfig, create_lit
+from clippo.models.heads import TextBackbone, TextClassifier, TextClassifierConfig
+from clippo.models.io import from_pretrained, model_from_config, save_pretrained
+from clippo.models.lit import LiT, LiTConfig
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig
 
@@ -25,14 +20,16 @@ __all__ = [
     "LiTConfig",
     "OneTowerCLIP",
     "OneTowerCLIPConfig",
+    "TextBackbone",
+    "TextClassifier",
+    "TextClassifierConfig",
     "TextTransformer",
     "TextTransformerConfig",
     "ViT",
     "ViTConfig",
     "count_parameters",
-    "create_lit",
-    "create_model",
     "from_pretrained",
-    "list_models",
+    "model_from_config",
     "save_pretrained",
+    "state_fingerprint",
 ]

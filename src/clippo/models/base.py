@@ -8,6 +8,7 @@ Everything else follows from here, the same for CLIPPO, CLIP*, 1T-CLIP and LiT.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -20,8 +21,37 @@ def l2_normalize(z: torch.Tensor) -> torch.Tensor:
     return z / (z.norm(dim=-1, keepdim=True) + 1e-8)
 
 
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """A hash of a module's weights and buffers (names, dtypes, shapes, bytes): equal for equal
+    functions of the same class, so caches of its outputs can be keyed by it."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(type(module).__qualname__.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class ContrastiveModel(nn.Module):
-    """Base of the image/text models: ``self.image`` embeds images, ``self.t`` is log-scale."""
+    """Base of the image/text models: ``self.image`` embeds images, ``self.t`` is log-scale.
+
+    Capabilities are declared here and overridden by the models that have them:
+    ``supports_text_pairs`` (text/text co-training, both sides through the text path) and
+    ``image_locked`` (a frozen image tower whose features can be cached).
+    """
+
+    supports_text_pairs = False
+
+    @property
+    def image_locked(self) -> bool:
+        """Whether the image tower is frozen, so its features can be computed once."""
+        return False
 
     def init_temperature(self, init: float) -> None:
         """The learned temperature ``t``, stored as log(init) (the paper: init 10)."""
@@ -64,8 +94,30 @@ class ContrastiveModel(nn.Module):
             texts = [texts]
         return self.encode_text_input(self.preprocess_text(texts), normalize=normalize)
 
+    def encode_image_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds pre-computed image-tower features (models with a lockable image tower)."""
+        raise ValueError(f"{type(self).__name__} takes images, not pre-computed image features")
+
     def forward(
-        self, images: torch.Tensor, text_input: torch.Tensor
+        self,
+        images: torch.Tensor | None = None,
+        text_input: torch.Tensor | None = None,
+        text_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both embeddings and the logit scale, for the contrastive loss."""
-        return self.encode_image(images), self.encode_text_input(text_input), self.logit_scale
+        """Both embeddings and the logit scale, for the contrastive loss.
+
+        ``image_features`` replaces ``images`` with a locked tower's cached features (LiT);
+        ``text_pairs`` adds text/text pairs (models with ``supports_text_pairs``).
+        """
+        if text_pairs is not None:
+            raise ValueError(
+                f"text/text pairs need a model that reads both sides as pixels (CLIPPO); "
+                f"got {type(self).__name__}"
+            )
+        if image_features is not None:
+            zimg = self.encode_image_features(image_features)
+        else:
+            zimg = self.encode_image(images)
+        return zimg, self.encode_text_input(text_input), self.logit_scale

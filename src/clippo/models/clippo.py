@@ -64,9 +64,12 @@ class CLIPPO(ContrastiveModel):
     ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
     ``encode_text(texts)``: list of strings, rendered with the model's Unifont settings -> the same.
     ``text_transform``: str -> rendered uint8 pixels, what the data pipeline stacks.
-    ``forward(images, text_pixels)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss;
-    ``forward(images, text_pixels, (text_a, text_b))`` adds rendered text/text pairs.
+    ``forward(images, text_input)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss, with
+    rendered text as ``text_input``; ``forward(images, text_input, (text_a, text_b))`` adds
+    rendered text/text pairs.
     """
+
+    supports_text_pairs = True
 
     def __init__(self, cfg: CLIPPOConfig):
         super().__init__()
@@ -118,9 +121,11 @@ class CLIPPO(ContrastiveModel):
 
     def forward(
         self,
-        images: torch.Tensor | None,
-        text_pixels: torch.Tensor | None,
+        images: torch.Tensor | None = None,
+        text_input: torch.Tensor | None = None,
         text_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both embeddings and the logit scale, for the contrastive loss.
 
@@ -130,9 +135,9 @@ class CLIPPO(ContrastiveModel):
         may be ``None`` together: a batch of text pairs only.
         """
         if text_pairs is None:
-            return super().forward(images, text_pixels)
+            return super().forward(images, text_input, image_features=image_features)
         text_a, text_b = text_pairs
-        texts = text_b if text_pixels is None else torch.cat([text_pixels, text_b])
+        texts = text_b if text_input is None else torch.cat([text_input, text_b])
         rows = texts.shape[0]
         # One pass over every rendered text of the batch.
         z = self.encode_text_input(torch.cat([texts, text_a]))

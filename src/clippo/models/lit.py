@@ -22,7 +22,6 @@ in a trainable linear head to the image embedding size.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clippo.models.base import ContrastiveModel, l2_normalize
+from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint
 from clippo.models.clippo import text_pixels_to_input
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
@@ -145,33 +144,6 @@ class EfficientNetLite0(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
-def load_vit_source(source: str | os.PathLike, image_size: int, side: str) -> ViT:
-    """A ViT from a big_vision ``.npz`` or a clippo model directory.
-
-    ``side="image"``: a classifier's pre-logits (its head dropped) or a clippo model's image
-    tower; ``side="text"``: a CLIPPO model's text path (the shared ViT, or the separate one).
-    """
-    from clippo.convert import from_big_vision
-    from clippo.models.clippo import CLIPPO
-    from clippo.models.factory import from_pretrained
-
-    path = Path(source)
-    model = from_pretrained(path) if path.is_dir() else from_big_vision(path, image_size)
-    if isinstance(model, ViT):
-        if side == "text":
-            raise ValueError(f"{source} is a ViT classifier; a pixel text tower needs CLIPPO")
-        model.head, model.cfg.num_classes = None, 0  # LiT takes the pre-logits
-        return model
-    if side == "text":
-        if not isinstance(model, CLIPPO) or model.cfg.text_tower not in ("shared", "separate"):
-            raise ValueError(
-                f"{source}: a pixel text tower comes from a CLIPPO model whose text "
-                "tower is 'shared' or 'separate'"
-            )
-        return model.text if model.text is not None else model.image
-    return model.image
-
-
 def _tower_output_size(tower: nn.Module, cfg: LiTConfig) -> int:
     if isinstance(tower, ViT):
         vit = tower.cfg
@@ -271,11 +243,11 @@ class LiT(ContrastiveModel):
     ``encode_image_features(f)``: the same from image-tower features (the LiT cache).
     ``encode_text(texts)``: strings -> the same; ``text_transform``: str -> what the text tower
     reads (rendered pixels, token ids, WordPiece ids and mask).
-    ``forward(images_or_features, text_input)`` -> ``(zimg, ztxt, logit_scale)``: 2-D input is
-    taken as pre-computed image-tower features.
+    ``forward(images, text_input)`` or ``forward(text_input=..., image_features=...)`` ->
+    ``(zimg, ztxt, logit_scale)``.
 
     Building from a config gives random weights (``from_pretrained`` then loads them); pretrained
-    towers come from ``create_lit`` (``create_model("lit-Lu-Ti/16", ...)``).
+    towers come from ``clippo.factory.create_lit`` (``create_model("lit-Lu-Ti/16", ...)``).
     ``image_tower`` replaces the configured image tower by any module returning ``(N, D)``.
     """
 
@@ -376,13 +348,8 @@ class LiT(ContrastiveModel):
     def image_tower_id(self) -> str:
         """Names the image tower's function: kind, input size and a hash of its weights and
         buffers; the key of its feature cache."""
-        h = hashlib.blake2b(digest_size=8)
-        h.update(f"{type(self.image).__qualname__}:{self.cfg.image_size}".encode())
-        for name, tensor in sorted(self.image.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return f"{self.cfg.image_tower}-{self.cfg.image_size}px-{h.hexdigest()}"
+        tower = f"{self.cfg.image_tower}-{self.cfg.image_size}px"
+        return f"{tower}-{state_fingerprint(self.image)}"
 
     # -- text
 
@@ -418,74 +385,3 @@ class LiT(ContrastiveModel):
         """Embeds what ``text_transform`` makes (stacked)."""
         z = self.text_head(self.text_features(text_input))
         return l2_normalize(z) if normalize else z
-
-    def forward(
-        self, images: torch.Tensor, text_input: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both embeddings and the logit scale; 2-D ``images`` are cached tower features."""
-        zimg = self.encode_image_features(images) if images.ndim == 2 else self.encode_image(images)
-        return zimg, self.encode_text_input(text_input), self.logit_scale
-
-
-def create_lit(cfg: LiTConfig, image_tower: nn.Module | None = None) -> LiT:
-    """A LiT model with its ``L``/``U`` towers loaded from their pretrained sources.
-
-    Sources also fix the towers' architectures, which are written into ``cfg`` (so that
-    ``config.json`` alone rebuilds the model, without the sources).
-    """
-    pretrained_image = None
-    if image_tower is None and cfg.image_tower == "vit":
-        if cfg.image_mode in "LU":
-            if not cfg.image_source:
-                raise ValueError(f"image_mode {cfg.image_mode!r} with a ViT needs image_source")
-            pretrained_image = load_vit_source(cfg.image_source, cfg.image_size, "image")
-            cfg.image_vit = pretrained_image.cfg
-        elif cfg.image_vit is None:
-            cfg.image_vit = ViTConfig(**{**cfg.vit.to_dict(), "image_size": cfg.image_size})
-    pretrained_text = None
-    if cfg.text_mode in "LU" and cfg.text_tower != "minilm":
-        if not cfg.text_source:
-            raise ValueError(f"text_mode {cfg.text_mode!r} with {cfg.text_tower} needs text_source")
-        if cfg.text_tower == "pixels":
-            pretrained_text = load_vit_source(cfg.text_source, cfg.vit.image_size, "text")
-            cfg.vit = pretrained_text.cfg
-        else:
-            from clippo.models.factory import from_pretrained
-
-            source = from_pretrained(cfg.text_source)
-            if not isinstance(getattr(source, "text", None), TextTransformer):
-                raise ValueError(f"{cfg.text_source}: a tokens text tower comes from CLIP*")
-            pretrained_text, cfg.text = source.text, source.text.cfg
-            cfg.tokenizer = source.cfg.tokenizer
-    if cfg.text_tower == "tokens" and cfg.text is None:
-        cfg.text = TextTransformerConfig(
-            width=cfg.vit.width,
-            depth=cfg.vit.depth,
-            mlp_dim=cfg.vit.mlp_dim,
-            num_heads=cfg.vit.num_heads,
-            max_len=cfg.max_len,
-            vocab_size=_vocab_size(cfg.tokenizer),
-            grad_checkpointing=cfg.vit.grad_checkpointing,
-        )
-    model = LiT(cfg, image_tower=image_tower)
-    if pretrained_image is not None:
-        model.image.load_state_dict(pretrained_image.state_dict())
-    elif cfg.image_tower == "efficientnet-lite0" and cfg.image_mode in "LU":
-        model.image = EfficientNetLite0(cfg.image_size, pretrained=True)
-    if pretrained_text is not None:
-        model.text.load_state_dict(pretrained_text.state_dict())
-    elif cfg.text_tower == "minilm" and cfg.text_mode in "LU":
-        model.text = MiniLMTower(pretrained=True)
-    for tower, mode in ((model.image, cfg.image_mode), (model.text, cfg.text_mode)):
-        tower.requires_grad_(mode != "L")
-    return model.train()
-
-
-def _vocab_size(tokenizer: str | None) -> int:
-    if tokenizer is None:
-        raise ValueError(
-            "text_tower 'tokens' needs tokenizer=PATH.model (`clippo tokenizer train`)"
-        )
-    from clippo.tokenizer import Tokenizer
-
-    return Tokenizer(tokenizer).vocab_size

@@ -1,7 +1,8 @@
 """Experiment configs: YAML mapped onto dataclasses, validated on load.
 
 An unknown key anywhere raises ``ConfigError`` naming its full dotted path, so a typo never
-silently falls back to a default. ``--set a.b=value`` overrides use the same validation.
+silently falls back to a default; a key that moved says where it went. ``--set a.b=value``
+overrides use the same validation (``clippo.schema``).
 """
 
 from __future__ import annotations
@@ -9,17 +10,27 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
+from clippo.factory import model_class, parse_model_name
+from clippo.schema import ConfigError, apply_overrides, build, read_yaml
+
+__all__ = ["ConfigError", "ExperimentConfig", "load_config", "resolve_config"]
+
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names it."""
+def resolve_config(name_or_path: str | os.PathLike) -> Path:
+    """A config by file path, or by name from the packaged recipes (``clippo_b16_yfcc``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = CONFIG_DIR / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
+    if packaged.is_file():
+        return packaged
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"no config file {str(name_or_path)!r}; packaged configs: {known}")
 
 
 @dataclass
@@ -44,7 +55,6 @@ class DataConfig:
     """Where the shards are and how batches are formed."""
 
     train: str = ""  # shard pattern, e.g. data/openclipart/train-{000000..000007}.tar
-    val: str | None = None
     batch_size: int = 256  # global batch, split evenly over processes
     workers: int = 2
     shuffle_buffer: int = 2_000
@@ -73,6 +83,7 @@ class ScheduleConfig:
     timescale: int = 10_000
     linear_end: float = 0.0
     power: float = 1.0
+    warmup_percent: float | None = None  # instead of warmup_steps: this fraction of the run
 
 
 @dataclass
@@ -83,6 +94,9 @@ class OptimConfig:
     lr: float = 1e-3
     wd: float = 1e-4
     grad_clip_norm: float = 1.0
+    # false: weight decay scaled by the schedule only (big_vision); true: also by the learning
+    # rate (PyTorch's and BERT's AdamW), as the GLUE fine-tuning recipe needs.
+    wd_times_lr: bool = False
     kwargs: dict = field(default_factory=dict)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
@@ -96,7 +110,6 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 500
     keep_ckpts: int = 2
-    eval_every: int = 0  # 0: evaluate only at the end
     precision: str = "auto"  # auto (bf16 autocast on GPU), fp32, bf16
     grad_checkpointing: bool = False
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
@@ -106,15 +119,45 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
-    """Evaluations run on the validation shards."""
+class EvalSetConfig:
+    """One named evaluation set: its data, its evaluators and their options, its schedule.
 
-    retrieval: bool = True
+    ``evaluators`` maps registered names (``clippo.eval.registry``: retrieval, zeroshot,
+    fewshot) to their options, e.g. ``{zeroshot: {prompts: openclipart}}``. Metrics are
+    written as ``SET/METRIC``.
+    """
+
+    data: str = ""  # shard pattern of held-out image/text pairs
+    every: int = 0  # steps between evaluations during training; 0: only at the end
     captions: str = "all"  # retrieval captions per image: "all" fields (COCO-style) or "first"
-    zeroshot: str | None = "openclipart"  # a prompt set from clippo/assets/prompts
-    fewshot_shots: list[int] = field(default_factory=lambda: [10])
-    fewshot_train_examples: int = 2000  # labelled training examples embedded for the probe
+    evaluators: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation sets of a run (each embedded once per evaluation)."""
+
     batch_size: int = 256
+    sets: dict[str, EvalSetConfig] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneConfig:
+    """Classification fine-tuning (``clippo finetune``): the task, its data and the head.
+
+    The model to fine-tune is ``model.init`` (a model directory) or ``model.name`` (random
+    init); the run lasts ``epochs`` passes over the training split (``train.total_steps`` is
+    not used), and the protocol tries every learning rate in ``lrs``, keeping the best on dev.
+    """
+
+    task: str = ""  # a GLUE task (sst2, mnli, ...) or a local task (fortune_topic, ...)
+    data: str = ""  # the task folder or the GLUE root folder (GLUE's TSV layout)
+    representation: str = "pre_logits"  # or "embedding": the unnormalised contrastive one
+    hidden: int = 768  # the MLP head's width (2 hidden layers)
+    epochs: int = 3
+    lrs: list[float] = field(default_factory=lambda: [2e-5, 3e-5, 5e-5])
+    max_train: int | None = None  # subsample the training split (seeded), for quick runs
+    max_dev: int | None = None
 
 
 @dataclass
@@ -126,6 +169,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict:
         """Plain-dict form (what ``config.yaml`` in a work directory holds)."""
@@ -142,67 +186,17 @@ class ExperimentConfig:
         return -(-self.train.total_steps * batch // image_pairs)
 
 
-def _build(cls, data: Any, path: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            where = f"{path}.{key}" if path else key
-            raise ConfigError(f"unknown config key {where!r}; valid keys here: {sorted(known)}")
-    kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _coerce(hint, value: Any, path: str):
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value or {}, path)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, path)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, path) for v in value] if args else list(value)
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if hint in (int, float):
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string.
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if hint is int and float(value) != int(value):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return hint(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = tree
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
-    node[last] = value
+# Keys of earlier configs that now live elsewhere, and where.
+_SETS = "evaluation is configured per named set under eval.sets (README, 'Configs')"
+MOVED = {
+    "data.val": f"{_SETS}: eval.sets.val.data=PATTERN",
+    "train.eval_every": f"{_SETS}: eval.sets.NAME.every=STEPS",
+    "eval.retrieval": f"{_SETS}: eval.sets.NAME.evaluators.retrieval={{}}",
+    "eval.captions": f"{_SETS}: eval.sets.NAME.captions=first|all",
+    "eval.zeroshot": f"{_SETS}: eval.sets.NAME.evaluators.zeroshot.prompts=NAME",
+    "eval.fewshot_shots": f"{_SETS}: eval.sets.NAME.evaluators.fewshot.shots=[10]",
+    "eval.fewshot_train_examples": (f"{_SETS}: eval.sets.NAME.evaluators.fewshot.train_examples=N"),
+}
 
 
 def load_config(
@@ -214,32 +208,13 @@ def load_config(
     elif isinstance(source, dict):
         tree = dict(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
-        tree = yaml.safe_load(path.read_text()) or {}
-    tree = _deepcopy(tree)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
-    cfg = _build(ExperimentConfig, tree, "")
+        tree = read_yaml(source)
+    cfg = build(ExperimentConfig, apply_overrides(tree, overrides), "", MOVED)
     _check_values(cfg)
     return cfg
 
 
-def _deepcopy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _deepcopy(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_deepcopy(v) for v in tree]
-    return tree
-
-
 def _check_values(cfg: ExperimentConfig) -> None:
-    from clippo.models.factory import parse_model_name
-
     try:
         parse_model_name(cfg.model.name)
     except ValueError as e:
@@ -253,16 +228,33 @@ def _check_values(cfg: ExperimentConfig) -> None:
     for name in ("total_steps", "log_every", "ckpt_every", "keep_ckpts"):
         if getattr(cfg.train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(cfg.train, name)}")
-    if cfg.eval.captions not in ("all", "first"):
-        raise ConfigError(f"eval.captions must be 'all' or 'first', got {cfg.eval.captions!r}")
+    for name, s in cfg.eval.sets.items():
+        if s.captions not in ("all", "first"):
+            raise ConfigError(
+                f"eval.sets.{name}.captions must be 'all' or 'first', got {s.captions!r}"
+            )
+        if s.every < 0:
+            raise ConfigError(f"eval.sets.{name}.every must be >= 0, got {s.every}")
+        if not isinstance(s.evaluators, dict) or not all(
+            isinstance(v, dict | None) for v in s.evaluators.values()
+        ):
+            raise ConfigError(
+                f"eval.sets.{name}.evaluators: expected a mapping of evaluator names to "
+                "options, e.g. {retrieval: {}, zeroshot: {prompts: openclipart}}"
+            )
+    if cfg.eval.batch_size < 1:
+        raise ConfigError(f"eval.batch_size must be positive, got {cfg.eval.batch_size}")
     if cfg.data.batch_size <= 1:
         raise ConfigError(f"data.batch_size must be at least 2, got {cfg.data.batch_size}")
+    if cfg.finetune.representation not in ("pre_logits", "embedding"):
+        raise ConfigError(
+            "finetune.representation must be 'pre_logits' or 'embedding', "
+            f"got {cfg.finetune.representation!r}"
+        )
     _check_text_pairs(cfg)
 
 
 def _check_text_pairs(cfg: ExperimentConfig) -> None:
-    from clippo.models.factory import parse_model_name
-
     data = cfg.data
     if not 0.0 <= data.text_pair_fraction <= 1.0:
         raise ConfigError(
@@ -287,8 +279,7 @@ def _check_text_pairs(cfg: ExperimentConfig) -> None:
             "train.keep_image_pairs_constant: with data.text_pair_fraction 1.0 no image pairs "
             "are seen, so no step count keeps them constant; set train.total_steps instead"
         )
-    family, _ = parse_model_name(cfg.model.name)
-    if not cfg.model.init and not family.startswith("clippo"):
+    if not cfg.model.init and not model_class(cfg.model.name).supports_text_pairs:
         raise ConfigError(
             f"data.text_pair_fraction: text/text co-training needs a CLIPPO model (pixels for "
             f"both sides), not {cfg.model.name!r}"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from clippo.data.textpairs import (
+from clippo.data.build.textpairs import (
     DEBIAN_REFERENCE_DIR,
     FORTUNES_DIR,
     align_debian_reference,

@@ -1,0 +1,125 @@
+"""Task heads: a clippo model's text path as a backbone, and a classifier on top of it.
+
+``TextBackbone`` reads any contrastive model's text path (CLIPPO's rendered text, CLIP*'s and
+1T-CLIP's tokens, LiT's text tower): ``representation="pre_logits"`` is the pooled output
+before the head that maps to the contrastive embedding (big_vision's "representation", what
+its fine-tuning reads); ``"embedding"`` is the unnormalised contrastive embedding. A sentence
+pair is one text, ``first [SEP] second`` (CLIPPO renders it on one image; token models
+tokenise the same string).
+
+``TextClassifier`` is the GLUE protocol's model (CLIPPO paper, following BERT): the backbone,
+then a 2-hidden-layer MLP (768 units, GELU) to the classes, or to one output for regression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+REPRESENTATIONS = ("pre_logits", "embedding")
+
+
+def join_pair(text_a: str, text_b: str) -> str:
+    """A sentence pair as one text: ``a [SEP] b`` (the renderer's pair mode, for every model)."""
+    return f"{text_a} [SEP] {text_b}"
+
+
+class TextBackbone(nn.Module):
+    """Any clippo model's text path as a fine-tuning backbone: texts (or pairs) -> features.
+
+    ``preprocess`` makes the model input (rendered pixels or token ids; what DataLoader workers
+    compute), ``features`` maps it to ``(N, feature_dim)``. The whole model is fine-tuned,
+    except LiT towers that are locked.
+    """
+
+    def __init__(self, model: nn.Module, representation: str = "pre_logits") -> None:
+        super().__init__()
+        if representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"representation must be one of {REPRESENTATIONS}, got {representation!r}"
+            )
+        self.model, self.representation = model, representation
+        was_training = model.training
+        with torch.no_grad():
+            self.feature_dim = self.eval()(["feature size probe"]).shape[-1]
+        self.train(was_training)
+
+    def text_transform(self, text: str):
+        """One text (a pair already joined) -> the model's text input; picklable."""
+        return self.model.text_transform(text)
+
+    def preprocess(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
+        """The stacked model input (rendered pixels or token ids) of texts or pairs."""
+        if texts_b is None:
+            return self.model.preprocess_text(list(texts_a))
+        if len(texts_a) != len(texts_b):
+            raise ValueError(f"got {len(texts_a)} first and {len(texts_b)} second texts")
+        pairs = zip(texts_a, texts_b, strict=True)
+        return self.model.preprocess_text([join_pair(a, b) for a, b in pairs])
+
+    def features(self, text_input: torch.Tensor) -> torch.Tensor:
+        """Pooled features of preprocessed text input."""
+        if self.representation == "embedding":
+            return self.model.encode_text_input(text_input, normalize=False)
+        return self.model.text_features(text_input)
+
+    def forward(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
+        return self.features(self.preprocess(texts_a, texts_b))
+
+
+@dataclass
+class TextClassifierConfig:
+    """The head and what it predicts; ``backbone`` is the backbone model's own config."""
+
+    num_outputs: int = 2
+    hidden: int = 768
+    representation: str = "pre_logits"
+    labels: list[str] = field(default_factory=list)  # class names; empty for regression
+    backbone: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (what ``config.json`` holds)."""
+        return {
+            "model_type": "text_classifier",
+            "num_outputs": self.num_outputs,
+            "hidden": self.hidden,
+            "representation": self.representation,
+            "labels": list(self.labels),
+            "backbone": self.backbone,
+        }
+
+
+class TextClassifier(nn.Module):
+    """Backbone -> 2-hidden-layer MLP (GELU) -> classes, or 1 output for regression.
+
+    ``forward(text_input)`` takes preprocessed input (``backbone.preprocess``), as batches from
+    the data pipeline do; ``classify(texts_a, texts_b)`` takes strings.
+    """
+
+    def __init__(self, backbone: TextBackbone, cfg: TextClassifierConfig):
+        super().__init__()
+        cfg.representation = backbone.representation
+        cfg.backbone = backbone.model.cfg.to_dict()
+        self.cfg, self.backbone = cfg, backbone
+        self.mlp = nn.Sequential(
+            nn.Linear(backbone.feature_dim, cfg.hidden),
+            nn.GELU(),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.GELU(),
+            nn.Linear(cfg.hidden, cfg.num_outputs),
+        )
+
+    @property
+    def is_regression(self) -> bool:
+        """One output trained by squared error (STS-B)."""
+        return self.cfg.num_outputs == 1 and not self.cfg.labels
+
+    def forward(self, text_input: torch.Tensor) -> torch.Tensor:
+        out = self.mlp(self.backbone.features(text_input))
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def classify(self, texts_a: list[str], texts_b: list[str] | None = None) -> torch.Tensor:
+        """Logits (or regression scores) for strings or sentence pairs."""
+        return self(self.backbone.preprocess(texts_a, texts_b))

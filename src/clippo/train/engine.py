@@ -1,0 +1,260 @@
+"""The engine: one training loop for every job (contrastive pre-training, fine-tuning), for one
+CPU process and for many GPUs under ``torchrun``.
+
+A job hands ``run`` a **task**, which owns what differs between jobs: the model it builds, the
+batches it reads and how a batch becomes a loss (``Task`` below). The engine owns everything
+else: device and precision, DDP, the optimizer and schedule over the model's trainable
+parameters, atomic checkpoints and exact resume (model, optimizer, schedule step, data
+position, random state), the NaN stop, metrics (``metrics.jsonl`` and TensorBoard), progress
+(``on_step``), periodic evaluation (an ``Evaluation``, see below) and the final model in
+``from_pretrained`` form. It never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from clippo.atomic import atomic_write_text
+from clippo.models.io import save_pretrained
+from clippo.train.checkpoint import (
+    load_latest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from clippo.train.config import ExperimentConfig
+from clippo.train.distributed import DistEnv, all_reduce_mean, init_distributed
+from clippo.train.optim import build_optimizer
+from clippo.train.schedules import create_schedule
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """What a task's ``loss`` returns: the loss to minimise, the examples it covers on this
+    process, and extra scalars to log as ``train/NAME``."""
+
+    loss: torch.Tensor
+    examples: int
+    metrics: dict[str, float | torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+class Task(Protocol):
+    """What differs between jobs; the engine calls these in this order."""
+
+    total_steps: int
+
+    def build_model(self) -> nn.Module:
+        """The model to train (random or pretrained weights); the engine seeds torch first."""
+
+    def batches(self, model: nn.Module, env: DistEnv, start_batch: int) -> Iterable[dict]:
+        """An iterable dataset of whole batches for this process, positioned after
+        ``start_batch`` batches (DataLoader workers compute them)."""
+
+    def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
+        """One batch -> its loss; the forward pass runs inside the ``autocast()`` context."""
+
+    def logged(self, model: nn.Module) -> dict[str, float]:
+        """Scalars of the model to log as ``train/NAME`` after a log step's update."""
+
+
+class Evaluation(Protocol):
+    """Periodic evaluation: the engine asks ``due`` after every step and calls ``run`` (on the
+    main process, the others wait) when it says so; ``final`` is true at the last step."""
+
+    def due(self, step: int, final: bool) -> bool: ...
+
+    def run(self, model: nn.Module, step: int, final: bool) -> dict[str, float]: ...
+
+
+def autocast_for(precision: str, device: torch.device):
+    """A context factory: bfloat16 autocast for ``bf16`` (and ``auto`` on CUDA), else none."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def make_loader(dataset: Iterable[dict], workers: int) -> DataLoader:
+    """The loader of a task's whole-batch dataset: ``workers`` processes prepare batches."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class _MetricsWriter:
+    """Appends JSON lines and, when TensorBoard is installed, event files."""
+
+    def __init__(self, workdir: Path):
+        self.file = (workdir / "metrics.jsonl").open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(workdir / "tb"))
+        except ImportError:  # TensorBoard is optional.
+            self.tb = None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _scalar(value: float | torch.Tensor) -> float:
+    return value.item() if isinstance(value, torch.Tensor) else float(value)
+
+
+def run(
+    task: Task,
+    cfg: ExperimentConfig,
+    workdir: str | Path,
+    *,
+    resume: bool = False,
+    on_step: Callable[[int, dict[str, float] | None], None] | None = None,
+    evaluation: Evaluation | None = None,
+) -> dict[str, Any]:
+    """Trains ``task`` with ``cfg``'s optimizer and loop settings into ``workdir``; returns the
+    last logged and evaluated metrics.
+
+    ``on_step(step, metrics)`` is called after every step (metrics only on log steps).
+    """
+    workdir = Path(workdir)
+    env = init_distributed()
+    if cfg.train.threads and env.device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed + env.rank)
+    ckpt_dir = workdir / "checkpoints"
+    if env.is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not resume and (ckpt_dir.exists() and any(ckpt_dir.iterdir())):
+            raise FileExistsError(
+                f"{workdir} already holds checkpoints: pass --resume to continue, "
+                "or choose a new work directory"
+            )
+        atomic_write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    model = task.build_model().to(env.device)
+    total_steps = task.total_steps
+    schedule = create_schedule(total_steps, **dataclasses.asdict(cfg.optim.schedule))
+    optim = cfg.optim
+    optimizer, scheduler = build_optimizer(
+        model,
+        name=optim.name,
+        lr=optim.lr,
+        wd=optim.wd * optim.lr if optim.wd_times_lr else optim.wd,
+        schedule=schedule,
+        grad_clip_norm=optim.grad_clip_norm,
+        **optim.kwargs,
+    )
+    step = 0
+    state = load_latest_checkpoint(ckpt_dir) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        set_rng_state(state["rng"])
+
+    ddp = model
+    if env.world_size > 1:
+        ids = [env.device] if env.device.type == "cuda" else None
+        ddp = DistributedDataParallel(model, device_ids=ids)
+    autocast = autocast_for(cfg.train.precision, env.device)
+    batches = iter(make_loader(task.batches(model, env, step), cfg.data.workers))
+    writer = _MetricsWriter(workdir) if env.is_main else None
+    last: dict[str, Any] = {}
+    seen, skipped, t0 = 0, 0, time.perf_counter()
+    model.train()
+    try:
+        while step < total_steps:
+            batch = next(batches)
+            out = task.loss(ddp, batch, env.device, autocast)
+            if not torch.isfinite(out.loss):
+                raise NonFiniteLossError(
+                    f"loss is {out.loss.item()} at step {step + 1}; stopped, the last good "
+                    f"checkpoint in {ckpt_dir} is kept"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()  # clips by global norm first, as big_vision's chain does
+            scheduler.step()
+            step += 1
+            seen += out.examples * env.world_size
+            skipped += int(batch.get("skipped", 0))
+
+            metrics = None
+            if step % cfg.train.log_every == 0 or step == total_steps:
+                dt = time.perf_counter() - t0
+                metrics = {
+                    "train/loss": all_reduce_mean(out.loss.detach()).item(),
+                    **{f"train/{k}": _scalar(v) for k, v in out.metrics.items()},
+                    **{f"train/{k}": v for k, v in task.logged(model).items()},
+                    "train/lr": optim.lr * schedule(step - 1),
+                    "train/grad_norm": float(optimizer.grad_norm),
+                    "train/examples_per_s": seen / dt,
+                    "train/skipped_images": skipped,
+                    "train/total_steps": total_steps,
+                }
+                seen, t0 = 0, time.perf_counter()
+                last.update(metrics)
+                if writer is not None:
+                    writer.write(step, metrics)
+            if step % cfg.train.ckpt_every == 0 or step == total_steps:
+                if env.is_main:
+                    save_checkpoint(
+                        ckpt_dir,
+                        step,
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "step": step,
+                            "rng": rng_state(),
+                            "config": cfg.to_dict(),
+                        },
+                        keep=cfg.train.keep_ckpts,
+                    )
+            final = step == total_steps
+            if evaluation is not None and evaluation.due(step, final):
+                if env.is_main:  # other ranks wait: evaluation sets are small
+                    results = evaluation.run(model, step, final)
+                    last.update(results)
+                    writer.write(step, results)
+                if env.world_size > 1:
+                    torch.distributed.barrier()
+            if on_step is not None:
+                on_step(step, metrics)
+    finally:
+        if writer is not None:
+            writer.close()
+        del batches
+    if env.is_main:
+        save_pretrained(model, workdir / "model")
+    return last

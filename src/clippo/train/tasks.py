@@ -1,0 +1,265 @@
+"""Tasks: what one kind of training job puts into the engine (``clippo.train.engine``).
+
+``ContrastiveTask``: CLIP-style pre-training of any clippo model (CLIPPO, CLIP*, 1T-CLIP, LiT)
+on image/alt-text shards, with CLIPPO's text/text co-training and LiT's cached image features.
+``ClassificationTask``: fine-tuning a model's text path with a classifier head on a labelled
+split (the GLUE protocol); VQA and other heads come in as further tasks of this kind.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from clippo.data import ImageTransform, MixedBatchDataset, ShardDataset, TextPairDataset
+from clippo.data.glue import ClassificationBatches, TaskSplit
+from clippo.data.image_cache import (
+    CachedImageShardDataset,
+    ImageFeatureCache,
+    build_image_feature_cache,
+)
+from clippo.factory import create_model
+from clippo.losses import ContrastiveLoss
+from clippo.models import ContrastiveModel, from_pretrained
+from clippo.models.heads import TextBackbone, TextClassifier, TextClassifierConfig, join_pair
+from clippo.train.config import ExperimentConfig
+from clippo.train.distributed import DistEnv
+from clippo.train.engine import StepOutput, make_loader
+
+# --------------------------------------------------------------------------------------------
+# Contrastive pre-training
+# --------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: ExperimentConfig) -> nn.Module:
+    """The model a config asks for: by name with options, or from a pretrained directory."""
+    if cfg.model.init:
+        return from_pretrained(cfg.model.init)
+    return create_model(
+        cfg.model.name,
+        **{**cfg.model.options, "grad_checkpointing": cfg.train.grad_checkpointing},
+    )
+
+
+def _prepare_image_feature_cache(
+    cfg: ExperimentConfig, model: ContrastiveModel, env: DistEnv
+) -> ImageFeatureCache:
+    """The cache of ``model``'s image tower over ``cfg.data.train`` in ``cfg.data.image_cache``,
+    built by the main process when missing or stale (other processes wait).
+
+    Raises ValueError unless the image tower is locked and augmentation is off: otherwise the
+    features change between steps or epochs and a cache would train on the wrong inputs.
+    """
+    if not model.image_locked:
+        raise ValueError(
+            "data.image_cache needs a locked image tower (a LiT model 'lit-L?-...'); "
+            f"got {type(model).__name__}"
+        )
+    aug = cfg.data.augment
+    if aug.flip or aug.random_resized_crop:
+        raise ValueError(
+            "data.image_cache needs data.augment off (flip: false, random_resized_crop: null): "
+            "augmented images have no fixed features"
+        )
+    directory = cfg.data.image_cache
+    tower_id = model.image_tower_id()
+    device = next(model.parameters()).device
+
+    def build() -> ImageFeatureCache:
+        return build_image_feature_cache(
+            cfg.data.train,
+            directory,
+            lambda images: model.image_features(images.to(device)),
+            tower_id=tower_id,
+            image_size=model.image_size,
+            batch_size=cfg.eval.batch_size,
+        )
+
+    if env.is_main:
+        cache = build()
+    if env.world_size > 1:
+        torch.distributed.barrier()
+    if not env.is_main:
+        cache = build()  # finds the complete cache the main process wrote
+    return cache
+
+
+def train_batches(
+    cfg: ExperimentConfig, model: ContrastiveModel, env: DistEnv, start_batch: int
+) -> ShardDataset | MixedBatchDataset:
+    """The infinite dataset of whole batches for this rank, positioned after ``start_batch``.
+
+    With ``data.text_pair_fraction``, every batch also holds that share of text pairs
+    (``MixedBatchDataset``), split over ranks like the images.
+    """
+    if cfg.data.batch_size % env.world_size:
+        raise ValueError(
+            f"data.batch_size {cfg.data.batch_size} is not divisible by {env.world_size} processes"
+        )
+    pairs = cfg.data.text_pairs_per_batch
+    if pairs and not model.supports_text_pairs:
+        raise ValueError(
+            f"text/text co-training (data.text_pair_fraction) needs a CLIPPO model, which reads "
+            f"both sides as pixels; got {type(model).__name__}"
+        )
+    if pairs % env.world_size:
+        raise ValueError(
+            f"{pairs} text pairs per batch are not divisible by {env.world_size} processes"
+        )
+    aug = cfg.data.augment
+    transform = ImageTransform(
+        model.image_size,
+        train=True,
+        flip=aug.flip,
+        random_resized_crop=tuple(aug.random_resized_crop) if aug.random_resized_crop else None,
+        seed=cfg.train.seed,
+    )
+    reader = ShardDataset
+    if cfg.data.image_cache:  # a locked image tower's features, computed once (LiT)
+        reader = functools.partial(
+            CachedImageShardDataset, cache=_prepare_image_feature_cache(cfg, model, env)
+        )
+    # What the image/alt-text stream and the text-pair stream share: position, order, split.
+    common = dict(
+        text_transform=model.text_transform,  # rendered pixels or token ids
+        train=True,
+        seed=cfg.train.seed,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        start_batch=start_batch,
+        rank=env.rank,
+        world_size=env.world_size,
+    )
+    per_rank = (cfg.data.batch_size - pairs) // env.world_size
+    dataset = None  # text pairs only (text_pair_fraction 1): no image/alt-text stream
+    if per_rank:
+        dataset = reader(cfg.data.train, batch_size=per_rank, image_transform=transform, **common)
+    if pairs:
+        text_pairs = TextPairDataset(
+            cfg.data.text_pairs, batch_size=pairs // env.world_size, **common
+        )
+        dataset = MixedBatchDataset(dataset, text_pairs)
+    return dataset
+
+
+def build_train_loader(
+    cfg: ExperimentConfig, model: ContrastiveModel, env: DistEnv, start_batch: int
+) -> DataLoader:
+    """``train_batches`` in the engine's loader (``data.workers`` worker processes)."""
+    return make_loader(train_batches(cfg, model, env, start_batch), cfg.data.workers)
+
+
+class ContrastiveTask:
+    """CLIP's contrastive loss over the global batch of image/text (and text/text) pairs."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        if not cfg.data.train:
+            raise ValueError(
+                "data.train is not set: give the training shards, e.g. "
+                "--set data.train='data/openclipart/train-{000000..000011}.tar' "
+                "(`clippo data openclipart --out data/openclipart` builds them)"
+            )
+        self.cfg = cfg
+        self.total_steps = cfg.effective_total_steps  # scaled for text pairs when asked
+        self.loss_fn = ContrastiveLoss()
+
+    def build_model(self) -> nn.Module:
+        """The config's model (``build_model``)."""
+        return build_model(self.cfg)
+
+    def batches(self, model: ContrastiveModel, env: DistEnv, start_batch: int):
+        """Image/alt-text batches (with text pairs, or cached image features, as configured)."""
+        return train_batches(self.cfg, model, env, start_batch)
+
+    def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
+        """The contrastive loss of one batch; text pairs' rows follow the image rows."""
+        inputs = {}
+        if "image" in batch:
+            # The cached reader (this task built it) puts tower features where images go.
+            key = "image_features" if self.cfg.data.image_cache else "images"
+            inputs[key] = batch["image"].to(device, non_blocking=True)
+            inputs["text_input"] = batch["text_input"].to(device, non_blocking=True)
+        if "pair_text_a_input" in batch:
+            inputs["text_pairs"] = (
+                batch["pair_text_a_input"].to(device, non_blocking=True),
+                batch["pair_text_b_input"].to(device, non_blocking=True),
+            )
+        with autocast():
+            zimg, ztxt, scale = model(**inputs)
+        loss, extras = self.loss_fn(zimg.float(), ztxt.float(), scale.float())
+        return StepOutput(loss, zimg.shape[0], {"accuracy": extras["accuracy"]})
+
+    def logged(self, model: ContrastiveModel) -> dict[str, float]:
+        """The learned temperature."""
+        return {"temperature": model.logit_scale.item()}
+
+
+# --------------------------------------------------------------------------------------------
+# Classification fine-tuning
+# --------------------------------------------------------------------------------------------
+
+
+class ClassificationTask:
+    """Fine-tunes a model's text path and a fresh MLP head on one labelled split (the GLUE
+    protocol): cross-entropy over the classes, or squared error for regression.
+
+    ``train`` is the split, ``labels`` its encoded labels (``clippo.data.glue.encode_labels``),
+    ``vocab`` the class names (empty for regression). The model is ``model.init`` (a
+    ``from_pretrained`` directory) or ``model.name`` with ``model.options`` (random init).
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        train: TaskSplit,
+        labels: torch.Tensor,
+        vocab: tuple[str, ...],
+    ):
+        if not len(train):
+            raise ValueError("the training split is empty")
+        self.cfg, self.train, self.labels, self.vocab = cfg, train, labels, vocab
+        steps_per_epoch = math.ceil(len(train) / cfg.data.batch_size)
+        self.total_steps = max(1, steps_per_epoch * cfg.finetune.epochs)
+        self.loss_fn = nn.MSELoss() if not vocab else nn.CrossEntropyLoss()
+
+    def build_model(self) -> TextClassifier:
+        """Backbone (pretrained or random) and a fresh head."""
+        ft = self.cfg.finetune
+        backbone = TextBackbone(build_model(self.cfg), ft.representation)
+        head = TextClassifierConfig(
+            num_outputs=len(self.vocab) or 1, hidden=ft.hidden, labels=list(self.vocab)
+        )
+        return TextClassifier(backbone, head)
+
+    def batches(self, model: TextClassifier, env: DistEnv, start_batch: int):
+        """The training split in BERT's epoch order, texts preprocessed in the workers."""
+        return ClassificationBatches(
+            self.train,
+            self.labels,
+            batch_size=self.cfg.data.batch_size,
+            epochs=self.cfg.finetune.epochs,
+            text_transform=model.backbone.text_transform,
+            join=join_pair,
+            seed=self.cfg.train.seed,
+            start_batch=start_batch,
+            rank=env.rank,
+            world_size=env.world_size,
+        )
+
+    def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
+        """Cross-entropy (or squared error) of the head's outputs."""
+        labels = batch["label"].to(device)
+        with autocast():
+            out = model(batch["text_input"].to(device, non_blocking=True))
+        loss = self.loss_fn(out.float(), labels)
+        metrics = {}
+        if self.vocab:
+            metrics["accuracy"] = (out.argmax(-1) == labels).float().mean()
+        return StepOutput(loss, len(labels), metrics)
+
+    def logged(self, model: nn.Module) -> dict[str, float]:
+        """Nothing beyond the engine's figures."""
+        return {}
