@@ -60,10 +60,13 @@ class Tokenizer:
         """The EOS id, also used for padding."""
         return self.processor.eos_id()
 
+    def pieces(self, text: str) -> list[int]:
+        """One string -> its piece ids, uncut and without EOS (lower-cased if ``lower``)."""
+        return self.processor.encode(text.lower() if self.lower else text)
+
     def encode(self, text: str) -> np.ndarray:
         """One string -> ``(max_len,)`` int32: pieces, EOS, cut keeping the EOS, EOS padding."""
-        ids = self.processor.encode(text.lower() if self.lower else text)
-        ids = ids[: self.max_len - 1] + [self.eos_id]
+        ids = self.pieces(text)[: self.max_len - 1] + [self.eos_id]
         out = np.full(self.max_len, self.eos_id, dtype=np.int32)
         out[: len(ids)] = ids
         return out
