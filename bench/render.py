@@ -186,6 +186,9 @@ def main() -> None:
         f"{time.perf_counter() - start:.3f} s"
     )
     rows = [(f"clippo, batches of {b}", clippo_batched(renderer, b)) for b in (256, 32, 1)]
+    # A large list in one call must cost no more per text than batches of 256.
+    one_call = clippo_batched(renderer, len(texts))
+    rows.insert(1, (f"clippo, one call over all {len(texts)} texts", one_call))
     rows.append(("Pillow (Unifont OTF, ImageDraw)", pillow_renderer()))
     rows.append(("SentencePiece encode (unigram, <=4k vocab)", sentencepiece_encoder(texts)))
     try:

@@ -1,5 +1,6 @@
 """ShardDataset: img2dataset layout, partitioning, determinism, exact resume and bad samples."""
 
+import gzip
 import io
 import json
 import tarfile
@@ -15,6 +16,7 @@ from clippo.data.build.openclipart import build_openclipart_shards
 from clippo.data.shards import expand_urls, iter_tar_samples, sample_label, sample_texts
 
 ROOT = Path("/usr/share/openclipart/png")
+MEMBER_CAP = 16 * 1024  # max_member_bytes for the oversize shards: above every good member
 
 
 def stand_in_renderer(text: str) -> np.ndarray:
@@ -87,6 +89,24 @@ def messy(tmp_path_factory) -> dict:
     samples = good[:3] + bad[:2] + good[3:6] + bad[2:] + good[6:]
     path = write_shard(out / "messy-000000.tar", samples)
     return {"path": str(path), "good": [k for k, _ in good]}
+
+
+@pytest.fixture(scope="module")
+def oversize(tmp_path_factory) -> dict:
+    """5 samples, the middle one valid but for a caption 1 byte over MEMBER_CAP; tar and tar.gz."""
+    out = tmp_path_factory.mktemp("oversize")
+    pngs = sorted(ROOT.rglob("*.png"))[7::400][:5]
+    samples = [
+        (f"{i:09d}", img2dataset_sample(f"{i:09d}", jpeg_of(p), p.stem.replace("_", " ")))
+        for i, p in enumerate(pngs)
+    ]
+    samples[2][1]["txt"] = b"x" * (MEMBER_CAP + 1)
+    assert all(len(d) <= MEMBER_CAP for k, f in samples for e, d in f.items() if e != "txt")
+    tar = write_shard(out / "big-000000.tar", samples)
+    gz = out / "big-000000.tar.gz"
+    gz.write_bytes(gzip.compress(tar.read_bytes()))
+    keys = [k for k, _ in samples]
+    return {"tar": str(tar), "tar.gz": str(gz), "big": keys[2], "good": keys[:2] + keys[3:]}
 
 
 def eval_keys(urls, workers=0, **kwargs) -> list[str]:
@@ -263,15 +283,18 @@ def test_first_and_all_text_sampling_for_evaluation(oc):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_after_five_batches_continues_exactly(oc, messy, workers):
-    urls = oc["train"] + [messy["path"]]  # includes broken samples and epoch boundaries
-    loader = DataLoader(train_dataset(urls), batch_size=None, num_workers=workers)
+def test_resume_after_five_batches_continues_exactly(oc, messy, oversize, workers):
+    # Includes broken samples, an over-size member and epoch boundaries.
+    urls = oc["train"] + [oversize["tar"], messy["path"]]
+    cap = {"max_member_bytes": MEMBER_CAP}
+    loader = DataLoader(train_dataset(urls, **cap), batch_size=None, num_workers=workers)
     straight = take(loader, 10)
     resumed_loader = DataLoader(
-        train_dataset(urls, start_batch=5), batch_size=None, num_workers=workers
+        train_dataset(urls, start_batch=5, **cap), batch_size=None, num_workers=workers
     )
     resumed = take(resumed_loader, 5)
     assert sum(b["skipped"] for b in straight) > 0
+    assert any("member_too_large" in b["skip_reasons"] for b in straight)
     for a, b in zip(straight[5:], resumed, strict=True):
         assert a["key"] == b["key"]
         assert a["text"] == b["text"]
@@ -293,6 +316,31 @@ def test_bad_samples_are_skipped_and_counted_by_reason(messy):
             reasons[reason] = reasons.get(reason, 0) + count
     assert reasons == {"broken": 2, "no_text": 1, "bad_json": 1, "no_image": 1}
     assert all((b["label"] == -1).all() for b in batches)
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz"])
+def test_oversize_member_is_skipped_unread_and_counted(oversize, monkeypatch, kind):
+    extracted: list[str] = []
+    extractfile = tarfile.TarFile.extractfile
+
+    def recording(self, member, *args, **kwargs):
+        extracted.append(member.name)
+        return extractfile(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", recording)
+    dataset = ShardDataset(
+        oversize[kind],
+        batch_size=2,
+        image_transform=ImageTransform(16),
+        train=False,
+        max_member_bytes=MEMBER_CAP,
+    )
+    batches = list(dataset)
+    assert [k for b in batches for k in b["key"]] == oversize["good"]
+    assert [b["skip_reasons"] for b in batches] == [{}, {"member_too_large": 1}]
+    big = oversize["big"]
+    assert f"{big}.txt" not in extracted and f"{big}.jpg" in extracted  # its bytes never read
+    assert eval_keys(oversize[kind], max_member_bytes=None) == sorted([big, *oversize["good"]])
 
 
 @pytest.mark.parametrize("where", ["inside_a_block", "between_members"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,35 @@ def test_any_unicode_or_bytes_renders_two_valued_images(texts, size):
     assert np.isin(out, (0, 127)).all()
     for text, img in zip(texts, out, strict=True):  # batching never changes a text's pixels
         np.testing.assert_array_equal(r(text), img)
+
+
+@pytest.mark.parametrize("size", [224, 40])
+def test_long_list_is_drawn_in_bounded_chunks_with_the_same_pixels(monkeypatch, size):
+    r = UnifontRenderer(image_size=size)
+    # Golden texts (every script, blanks, > 768 characters) and a lone surrogate mid-list.
+    texts = [TEXTS[i % len(TEXTS)] for i in range(300)]
+    texts[150] = "a\ud800b"
+    monkeypatch.setattr(render_module, "_CHUNK_TEXTS", len(texts))
+    at_once = r(texts)
+    chunks: list[int] = []
+    render_chunk = UnifontRenderer._render_chunk
+
+    def counted(self, chunk, out, size):
+        chunks.append(len(chunk))
+        render_chunk(self, chunk, out, size)
+
+    monkeypatch.setattr(UnifontRenderer, "_render_chunk", counted)
+    monkeypatch.setattr(render_module, "_CHUNK_TEXTS", 7)
+    tracemalloc.start()
+    in_chunks = r(texts)
+    extra = tracemalloc.get_traced_memory()[1] - in_chunks.nbytes  # numpy reports to tracemalloc
+    tracemalloc.stop()
+    assert max(chunks) == 7 and sum(chunks) == len(texts)
+    assert extra < 2**20  # intermediates scale with the chunk (~0.3 MiB), not the list (~7 MiB)
+    np.testing.assert_array_equal(in_chunks, at_once)
+    calls = np.concatenate([r(texts[i : i + 50]) for i in range(0, len(texts), 50)])
+    np.testing.assert_array_equal(calls, at_once)
+    assert at_once.shape == (len(texts), size, size) and at_once.flags.c_contiguous
 
 
 @settings(max_examples=100, deadline=None)

@@ -21,6 +21,7 @@ PACKAGED_TABLE = Path(__file__).parent / "assets" / "unifont" / "unifont-15.0.01
 CELL = 16  # Unifont glyph cell height and maximum width, in pixels
 _N_CODEPOINTS = 0x110000
 _ROW_SHIFTS = np.arange(CELL - 1, -1, -1, dtype=np.uint16)  # bit of each pixel row in a column
+_CHUNK_TEXTS = 64  # texts laid out at once: bounds the intermediates whatever the list length
 
 TextInput = str | bytes | Sequence[str | bytes]
 
@@ -276,8 +277,27 @@ class UnifontRenderer:
 
     def _render(self, texts: list[str], size: int) -> np.ndarray:
         """Lay out and draw decoded texts on (len(texts), size, size) uint8 canvases."""
+        n_bands = -(-size // CELL)  # line slots, the last one possibly cut by the image bottom
+        out = np.empty((len(texts), size, size), np.uint8)
+        # Drawn in chunks so the intermediates stay small and reused: all at once, 10k texts took
+        # ~230 MiB of fresh memory beside the output, whose page faults made one call over a
+        # long list several times slower per text than calls of 256.
+        whole = size % CELL == 0  # else the last line slot is drawn on a spare canvas, then cut
+        if not whole:
+            spare = np.empty((min(len(texts), _CHUNK_TEXTS), n_bands * CELL, size), np.uint8)
+        for first in range(0, len(texts), _CHUNK_TEXTS):
+            chunk = texts[first : first + _CHUNK_TEXTS]
+            n = len(chunk)
+            canvas = out[first : first + n] if whole else spare[:n]
+            canvas.fill(self.background)
+            self._render_chunk(chunk, canvas, size)
+            if not whole:
+                out[first : first + n] = canvas[:, :size]
+        return out
+
+    def _render_chunk(self, texts: list[str], out: np.ndarray, size: int) -> None:
+        """Draw decoded texts on ``out`` (len(texts), line slots * 16, size), background-filled."""
         index, widths, columns = self._tables
-        n_texts = len(texts)
         cut = [t[: self.max_chars] for t in texts] if self.max_chars else texts
         try:
             encoded = "".join(cut).encode("utf-32-le")
@@ -285,13 +305,10 @@ class UnifontRenderer:
             texts = [_without_surrogates(t) for t in texts]
             cut = [t[: self.max_chars] for t in texts] if self.max_chars else texts
             encoded = "".join(cut).encode("utf-32-le")
-        lengths = np.fromiter(map(len, cut), np.int64, n_texts)
+        lengths = np.fromiter(map(len, cut), np.int64, len(texts))
         codepoints = np.frombuffer(encoded, np.uint32)
-        n_bands = -(-size // CELL)  # line slots, the last one possibly cut by the image bottom
-        out = np.full((n_texts, n_bands * CELL, size), self.background, np.uint8)
         if len(codepoints):
             self._draw(out, index[codepoints], lengths, widths, columns, size)
-        return out if size % CELL == 0 else np.ascontiguousarray(out[:, :size])
 
     def _draw(
         self,

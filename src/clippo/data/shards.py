@@ -38,6 +38,8 @@ from clippo.data.transforms import (
 )
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# A tar member above this is skipped unread: a small .tar.gz can declare gigabytes.
+DEFAULT_MAX_MEMBER_BYTES = 64 * 2**20
 TEXT_SAMPLING = ("random", "first", "all")
 # Stream ids for sample_rng: the text choice must not correlate with the image augmentation.
 _TEXT_STREAM = 1
@@ -153,12 +155,15 @@ def expand_urls(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
     return out
 
 
-def iter_tar_samples(path: str) -> Iterator[Sample]:
+def iter_tar_samples(
+    path: str, max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES
+) -> Iterator[Sample]:
     """Raw samples of one shard: {"__key__", "__url__", ext: bytes, ...} per group of members.
 
     Like webdataset, the key is the member path up to the first dot of its file name. A shard
     that is unreadable or truncated ends with one {"__error__": "bad_shard"} item instead of
-    raising, so a long run survives one bad file.
+    raising, so a long run survives one bad file. A member larger than ``max_member_bytes``
+    (None: no limit) is never read: its sample gets ``"__error__": "member_too_large"``.
     """
     current: Sample | None = None
     try:
@@ -171,13 +176,21 @@ def iter_tar_samples(path: str) -> Iterator[Sample]:
                 if not dot or not stem:
                     continue
                 key = f"{dirname}/{stem}" if dirname else stem
-                data = tar.extractfile(member).read()
+                too_large = max_member_bytes is not None and member.size > max_member_bytes
+                data = None if too_large else tar.extractfile(member).read()
                 if current is not None and current["__key__"] != key:
                     yield current
                     current = None
                 if current is None:
                     current = {"__key__": key, "__url__": path}
-                current[ext.lower()] = data
+                if too_large:
+                    current["__error__"] = "member_too_large"
+                    current["__message__"] = (
+                        f"{path}: {member.name} is {member.size} bytes, over the "
+                        f"max_member_bytes={max_member_bytes}"
+                    )
+                else:
+                    current[ext.lower()] = data
             # tarfile takes a missing end-of-archive marker (two zero blocks) for the end:
             # an uncompressed shard cut between members would otherwise pass as complete.
             if path.endswith(".tar") and os.path.getsize(path) - tar.offset < 1024:
@@ -287,9 +300,10 @@ class ShardDataset(IterableDataset):
     how many batches this rank already consumed from a loader with the same number of workers:
     the new loader then continues exactly where that one stopped. That holds because samples
     are dropped on checks of their raw bytes (missing image or text, bad JSON, unreadable
-    header, truncated file); an image that passes them yet fails to decode (rare) shifts that
-    worker's later batches by one sample after a resume. ``text_sampling`` defaults to
-    "random" for training and "first" (the title, for openclipart) for evaluation.
+    header, truncated file, a tar member over ``max_member_bytes``, which is never read); an
+    image that passes them yet fails to decode (rare) shifts that worker's later batches by one
+    sample after a resume. ``text_sampling`` defaults to "random" for training and "first" (the
+    title, for openclipart) for evaluation.
     """
 
     def __init__(
@@ -310,6 +324,7 @@ class ShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -327,7 +342,7 @@ class ShardDataset(IterableDataset):
         self.infinite = train if infinite is None else infinite
         self.text_sampling, self.start_batch = text_sampling, start_batch
         self.rank, self.world_size = _rank_and_world(rank, world_size)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.max_member_bytes = max_pixels, max_member_bytes
 
     # -- the raw stream -------------------------------------------------------------------
 
@@ -338,13 +353,13 @@ class ShardDataset(IterableDataset):
             shards = [shards[i] for i in order]
         if len(shards) >= parts:
             for url in shards[part::parts]:
-                yield from iter_tar_samples(url)
+                yield from iter_tar_samples(url, self.max_member_bytes)
         else:
             # Too few shards for every reader to own one: all read all, each keeps every
             # parts-th sample, so none is seen twice per epoch.
             index = 0
             for url in shards:
-                for sample in iter_tar_samples(url):
+                for sample in iter_tar_samples(url, self.max_member_bytes):
                     if index % parts == part:
                         yield sample
                     index += 1
