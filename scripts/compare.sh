@@ -16,7 +16,7 @@
 #   python scripts/results_table.py runs/demo runs/clippo_untied_demo ...
 set -euo pipefail
 data=${DATA:-data/openclipart}
-shards=(--set "data.train=$data/train-*.tar" --set "data.val=$data/val-*.tar")
+shards=(--set "data.train=$data/train-*.tar" --set "eval.sets.val.data=$data/val-*.tar")
 
 run() {  # NAME CONFIG [ARGS...]
   local name=$1 config=$2

@@ -35,12 +35,15 @@ GLUE_TASKS = ["fortune_topic", "manual_nsp", "manual_translation"]  # data/langt
 def final_metrics(workdir: Path) -> dict:
     """metrics.json (`clippo train` / `clippo demo`), else the last evaluation in metrics.jsonl."""
     if (workdir / "metrics.json").is_file():
-        return json.loads((workdir / "metrics.json").read_text())
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "i2t_recall@1" in r]
-    if not evals:
-        raise SystemExit(f"{workdir}: no final evaluation (did the run finish?)")
-    return evals[-1]
+        found = json.loads((workdir / "metrics.json").read_text())
+    else:
+        rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+        evals = [r for r in rows if "i2t_recall@1" in r or "val/i2t_recall@1" in r]
+        if not evals:
+            raise SystemExit(f"{workdir}: no final evaluation (did the run finish?)")
+        found = evals[-1]
+    # Runs since the evaluation sets name their metrics "val/..."; earlier runs did not.
+    return {k.removeprefix("val/"): v for k, v in found.items()}
 
 
 def glue_cells(workdir: Path) -> list[str]:

@@ -38,6 +38,7 @@ def _progress_bar(total: int, initial: int):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from clippo.atomic import atomic_write_text
     from clippo.jobs.pretrain import train
     from clippo.train.checkpoint import list_checkpoints
     from clippo.train.config import load_config, resolve_config
@@ -57,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = {k: v for k, v in results.items() if not k.startswith("train/")}
         if final:  # as `clippo demo`: the final evaluation, also the last eval row of metrics.jsonl
             _print_table(final, "evaluation")
-            (workdir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+            atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2) + "\n")
         print(f"\nmodel written to {workdir / 'model'}")
     return 0
 

@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clippo.atomic import atomic_write_text
+
 # The 21 characters the official code treats as punctuation; the apostrophe, colon and period
 # are not among them (periods have their own rule below).
 _PUNCTUATION = ';/[]"{}()=+\\_-><@`,?!'
@@ -257,11 +259,7 @@ def write_results(predictions: Mapping[int, str], path: str | os.PathLike) -> Pa
         if not isinstance(answer, str):
             raise ValueError(f"answer for question {qid} must be a str, got {answer!r}")
     results = [{"question_id": qid, "answer": predictions[qid]} for qid in sorted(predictions)]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f)
-    return path
+    return atomic_write_text(path, json.dumps(results))
 
 
 def load_results(path: str | os.PathLike) -> dict[int, str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from clippo.atomic import atomic_write
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -46,19 +47,7 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 def save_checkpoint(ckpt_dir: str | os.PathLike, step: int, state: dict, keep: int) -> Path:
     """Writes ``state`` as ``step_XXXXXXXX.pt`` atomically; prunes all but the last ``keep``."""
     ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:08d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=ckpt_dir, prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = atomic_write(ckpt_dir / f"step_{step:08d}.pt", lambda tmp: torch.save(state, tmp))
     for _, old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
