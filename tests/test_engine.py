@@ -7,15 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CountingEvaluation, RegressionTask
+from helpers import engine_cfg as _cfg
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from clippo.data.glue import ClassificationBatches, TaskSplit, encode_labels, read_task
-from clippo.models import ViT, ViTConfig, from_pretrained
+from clippo.models import ViT, from_pretrained
 from clippo.models.heads import join_pair
 from clippo.train.checkpoint import list_checkpoints
 from clippo.train.config import load_config, resolve_config
-from clippo.train.engine import NonFiniteLossError, StepOutput, run
+from clippo.train.engine import NonFiniteLossError, run
 from clippo.train.tasks import ClassificationTask
 
 GLUE = Path(__file__).parent / "fixtures" / "glue"
@@ -27,67 +29,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class _Batches(IterableDataset):
-    """Batch i is a fixed function of i: 4 images (one of two seeds) and a regression target."""
-
-    def __init__(self, start: int):
-        self.start = start
-
-    def __iter__(self):
-        i = self.start
-        while True:
-            g = torch.Generator().manual_seed(i % 2)  # two batches, in turn
-            x = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
-            yield {"x": x, "y": x.mean(dim=(1, 2, 3)) * 3}
-            i += 1
-
-
-class RegressionTask:
-    """A task written against the engine's interface only: a ViT regresses a number."""
-
-    def __init__(self, steps: int, poison_at: int | None = None):
-        self.total_steps, self.poison_at, self.calls = steps, poison_at, 0
-
-    def build_model(self):
-        return ViT(ViTConfig.from_variant("mu/16", image_size=16, num_classes=1))
-
-    def batches(self, model, env, start_batch):
-        return _Batches(start_batch)
-
-    def loss(self, model, batch, device, autocast):
-        self.calls += 1
-        with autocast():
-            pred = model(batch["x"].to(device))[:, 0]
-        loss = ((pred.float() - batch["y"]) ** 2).mean()
-        if self.calls == self.poison_at:
-            loss = loss * float("nan")
-        return StepOutput(loss, len(pred), {"abs_error": (pred - batch["y"]).abs().mean()})
-
-    def logged(self, model):
-        return {"head_norm": model.head.weight.norm().item()}
-
-
-class CountingEvaluation:
-    def __init__(self, every: int):
-        self.every, self.steps = every, []
-
-    def due(self, step, final):
-        return final or step % self.every == 0
-
-    def run(self, model, step, final):
-        self.steps.append(step)
-        return {"probe/step": float(step), "probe/final": float(final)}
-
-
-def _cfg(**train):
-    tree = {
-        "optim": {"name": "adamw", "lr": 3e-3, "wd": 0.0, "schedule": {"decay_type": "cosine"}},
-        "train": {"log_every": 2, "ckpt_every": 4, "keep_ckpts": 5, "precision": "fp32", **train},
-        "data": {"workers": 0},
-    }
-    return load_config(tree)
 
 
 def _rows(workdir):

@@ -10,6 +10,9 @@ from pathlib import Path
 
 
 def _print_table(rows: dict[str, float], title: str) -> None:
+    if not rows:
+        print(f"\n{title}: nothing to show")
+        return
     width = max(len(k) for k in rows)
     print(f"\n{title}")
     print("-" * (width + 12))
@@ -478,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         print(f"clippo {args.command}: error: {e}", file=sys.stderr)
         return 2
     # Under torchrun, leave the process group together (after an error, torchrun stops the rest).

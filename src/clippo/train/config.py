@@ -8,6 +8,7 @@ overrides use the same validation (``clippo.schema``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from clippo.factory import model_class, parse_model_name
 from clippo.schema import ConfigError, apply_overrides, build, read_yaml
+from clippo.train.optim import OPTIMIZERS
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "resolve_config"]
 
@@ -221,6 +223,24 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"model.name: {e}") from None
     if cfg.optim.name not in ("adafactor", "adamw"):
         raise ConfigError(f"optim.name must be 'adafactor' or 'adamw', got {cfg.optim.name!r}")
+    # Values that would train backwards or mean nothing.
+    for key, value in (
+        ("optim.lr", cfg.optim.lr),
+        ("optim.wd", cfg.optim.wd),
+        ("optim.grad_clip_norm", cfg.optim.grad_clip_norm),
+        ("data.shuffle_buffer", cfg.data.shuffle_buffer),
+        ("data.workers", cfg.data.workers),
+        ("train.threads", cfg.train.threads),
+    ):
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    known = set(inspect.signature(OPTIMIZERS[cfg.optim.name]).parameters)
+    known -= {"params", "lr", "wd", "grad_clip_norm"}
+    unknown = sorted(set(cfg.optim.kwargs) - known)
+    if unknown:
+        raise ConfigError(
+            f"optim.kwargs: {unknown} are not options of {cfg.optim.name}; valid: {sorted(known)}"
+        )
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(
             f"train.precision must be auto, fp32 or bf16, got {cfg.train.precision!r}"

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,10 @@ from torch.utils.data import DataLoader
 from clippo.atomic import atomic_write_text
 from clippo.models.io import save_pretrained
 from clippo.train.checkpoint import (
+    first_non_finite,
+    list_checkpoints,
     load_latest_checkpoint,
+    remove_partial_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -41,7 +45,15 @@ from clippo.train.schedules import create_schedule
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step."""
+    """The loss, the parameters or the optimizer state became NaN or infinite; the message names
+    the step and the checkpoint that really is good (or says there is none)."""
+
+
+def _last_good(ckpt_dir: Path) -> str:
+    found = list_checkpoints(ckpt_dir)
+    if not found:
+        return "no checkpoint was written before it"
+    return f"the last good checkpoint, {found[-1][1]}, is kept"
 
 
 @dataclasses.dataclass
@@ -153,6 +165,7 @@ def run(
     ckpt_dir = workdir / "checkpoints"
     if env.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
+        remove_partial_checkpoints(ckpt_dir)  # what a crash mid-write left
         if not resume and (ckpt_dir.exists() and any(ckpt_dir.iterdir())):
             raise FileExistsError(
                 f"{workdir} already holds checkpoints: pass --resume to continue, "
@@ -174,7 +187,10 @@ def run(
         **optim.kwargs,
     )
     step = 0
-    state = load_latest_checkpoint(ckpt_dir) if resume else None
+    passed_over: list[str] = []
+    state = load_latest_checkpoint(ckpt_dir, passed_over) if resume else None
+    for reason in passed_over:
+        warnings.warn(f"resuming from an older checkpoint: {reason}", stacklevel=2)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -198,8 +214,7 @@ def run(
             out = task.loss(ddp, batch, env.device, autocast)
             if not torch.isfinite(out.loss):
                 raise NonFiniteLossError(
-                    f"loss is {out.loss.item()} at step {step + 1}; stopped, the last good "
-                    f"checkpoint in {ckpt_dir} is kept"
+                    f"loss is {out.loss.item()} at step {step + 1}; stopped, {_last_good(ckpt_dir)}"
                 )
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -227,6 +242,14 @@ def run(
                 if writer is not None:
                     writer.write(step, metrics)
             if step % cfg.train.ckpt_every == 0 or step == total_steps:
+                # An update can poison the weights while the loss that led to it was finite:
+                # such a state is never written, so the last checkpoint stays a good one.
+                bad = first_non_finite(model.state_dict(), optimizer.state_dict()["state"])
+                if bad is not None:
+                    raise NonFiniteLossError(
+                        f"{bad} became non-finite by step {step}; stopped without saving it, "
+                        f"{_last_good(ckpt_dir)}"
+                    )
                 if env.is_main:
                     save_checkpoint(
                         ckpt_dir,
