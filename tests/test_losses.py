@@ -3,6 +3,7 @@
 import math
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -117,3 +118,39 @@ def test_two_process_global_loss_and_grads_equal_single_process():
     assert dist_loss == pytest.approx(loss.item(), rel=1e-6)
     for name, p in model.named_parameters():
         torch.testing.assert_close(torch.from_numpy(dist_grads[name]), p.grad, rtol=1e-5, atol=1e-7)
+
+
+def _stalled_worker(rank, port, out):
+    from clippo.train.distributed import all_reduce_mean, init_distributed
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2"
+    )
+    init_distributed(timeout_s=2)
+    if rank == 1:
+        time.sleep(10)  # a stalled rank: never joins the collective in time
+        os._exit(0)
+    start = time.monotonic()
+    try:
+        all_reduce_mean(torch.ones(1))
+        out.put(("returned", time.monotonic() - start))
+    except Exception as e:  # gloo names the timeout
+        out.put((f"{type(e).__name__}: {e}", time.monotonic() - start))
+    out.close()
+    out.join_thread()  # the queue's feeder thread must flush before the hard exit
+    os._exit(0)
+
+
+def test_a_stalled_rank_fails_the_waiting_ranks_after_the_collective_timeout():
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_stalled_worker, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    message, waited = out.get(timeout=60)
+    for p in procs:
+        p.join(timeout=30)
+    assert message != "returned"
+    assert "timed out" in message.lower() or "timeout" in message.lower(), message
+    assert waited < 8  # the 2 s timeout, not the stalled rank's 10 s

@@ -143,3 +143,130 @@ def test_a_run_without_evaluation_exits_0_also_when_resumed_finished(
 def test_values_that_make_no_sense_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["optim.name=adamw", override])
+
+
+def test_resume_with_changed_settings_is_refused_and_leaves_the_directory_as_it_was(tmp_path):
+    run(RegressionTask(8), _cfg(ckpt_every=4), tmp_path)
+    for f in (tmp_path / "model").iterdir():
+        f.unlink()
+    ckpts = dict(list_checkpoints(tmp_path / "checkpoints"))
+    ckpts[8].unlink()
+    before = (tmp_path / "config.yaml").read_text()
+    changed = _cfg(ckpt_every=4, log_every=1)
+    changed.optim.lr = 1.0
+    with pytest.raises(ValueError, match=r"changed settings \(optim.lr: 0.003 -> 1.0\)"):
+        run(RegressionTask(8), changed, tmp_path, resume=True)
+    assert (tmp_path / "config.yaml").read_text() == before
+    # Logging settings may change; the replayed steps are not logged twice.
+    run(RegressionTask(8), _cfg(ckpt_every=4, log_every=1), tmp_path, resume=True)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 5, 6, 7, 8]
+
+
+def test_skipped_samples_are_reported_by_reason_and_shard(openclipart_small, tmp_path):
+    from clippo.eval.sets import EvalSets
+    from clippo.factory import create_model
+
+    out, stats = openclipart_small
+    val = sorted(out.glob("val-*.tar"))
+    damaged = tmp_path / "val-damaged.tar"
+    data = val[0].read_bytes()
+    damaged.write_bytes(data[: int(len(data) * 0.6)])
+    cfg = load_config({"eval": {"sets": {"v": {"data": str(damaged),
+                                               "evaluators": {"retrieval": {}}}}}})  # fmt: skip
+    sets = EvalSets(cfg.eval.sets, batch_size=16)
+    results = sets.run(create_model("clippo-mu/16", image_size=32, out_dim=16))
+    assert results["v/skipped"] >= 1
+    ((reason, shards),) = sets.skipped()["v"].items()
+    assert shards == {"val-damaged.tar": results["v/skipped"]}
+
+
+def test_training_reports_skips_by_reason_and_shard(openclipart_small, tmp_path, capsys):
+    out, stats = openclipart_small
+    bad = tmp_path / "shards"
+    bad.mkdir()
+    for f in sorted(out.glob("train-*.tar")):
+        (bad / f.name).write_bytes(f.read_bytes())
+    first = sorted(bad.glob("*.tar"))[0]
+    data = first.read_bytes()
+    first.write_bytes(data[: int(len(data) * 0.6)])
+    extra = {"data.train": f"{bad}/train-*.tar", "eval.sets": "{}", "train.total_steps": 30}
+    sets = tiny_cli_args(openclipart_small, extra)
+    assert main(["train", "demo", "--workdir", str(tmp_path / "w"), *sets]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "w" / "skipped.json").read_text())
+    (reason,) = report
+    assert set(report[reason]) == {first.name}
+    assert (
+        f"training: skipped {report[reason][first.name]} samples, {reason} ({first.name}" in printed
+    )
+
+
+def test_bad_files_get_one_line_naming_them(tmp_path, capsys):
+    from clippo.convert import from_big_vision
+    from clippo.factory import create_model
+    from clippo.models import from_pretrained, save_pretrained
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train:\n  total_steps: [1\n")
+    with pytest.raises(ConfigError, match=rf"{bad_yaml}: not valid YAML"):
+        load_config(bad_yaml)
+    with pytest.raises(ConfigError, match=r"override 'data.train=\[1': the value is not valid"):
+        load_config(None, ["data.train=[1"])
+    (tmp_path / "x.npz").write_bytes(b"not an archive" * 20)
+    with pytest.raises(ValueError, match=r"x.npz: not a readable big_vision .npz .*NumPy archive"):
+        from_big_vision(tmp_path / "x.npz")
+    model_dir = save_pretrained(create_model("clippo-mu/16", image_size=32), tmp_path / "m")
+    config = model_dir / "config.json"
+    good = config.read_text()
+    for text, message in [
+        ("{nope", "config.json: not valid JSON"),
+        ("[1, 2]", "config.json: expected a JSON object, got list"),
+        (good.replace('"out_dim"', '"out_dims"'), "config.json: not a valid model config"),
+    ]:
+        config.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            from_pretrained(model_dir)
+    config.write_text(good)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="model.safetensors: unreadable, truncated"):
+        from_pretrained(model_dir)
+    other = save_pretrained(create_model("clippo-mu/16", image_size=48), tmp_path / "o")
+    weights.write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="weights do not match config.json"):
+        from_pretrained(model_dir)
+
+
+def test_a_read_only_work_directory_is_one_line(openclipart_small, tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere; a file in the way fails the same code path
+        (tmp_path / "w").write_text("a file where the work directory should be")
+    else:
+        (tmp_path / "w").mkdir(mode=0o500)
+    sets = tiny_cli_args(openclipart_small)
+    assert main(["train", "demo", "--workdir", str(tmp_path / "w"), *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and err[0].startswith("clippo train: error:")
+        and str(tmp_path / "w") in err[0]
+    )
+
+
+def test_encode_text_checks_its_input_and_works_in_chunks():
+    from clippo.factory import create_model
+
+    model = create_model("clippo-mu/16", image_size=32, out_dim=16).eval()
+    texts = [f"caption number {i}" for i in range(70)]
+    with torch.no_grad():
+        whole = model.encode_text(texts)
+        chunked = model.encode_text(texts, batch_size=16)
+    torch.testing.assert_close(chunked, whole)
+    with pytest.raises(ValueError, match="no texts to encode"):
+        model.encode_text([])
+    with pytest.raises(TypeError, match="got bytes: decode them first"):
+        model.encode_text(b"a cat")
+    with pytest.raises(TypeError, match=r"texts\[1\] is int"):
+        model.encode_text(["a", 3])

@@ -20,24 +20,50 @@ def _print_table(rows: dict[str, float], title: str) -> None:
         print(f"{k:<{width}}  {v:>9.4f}" if isinstance(v, float) else f"{k:<{width}}  {v!s:>9}")
 
 
-def _progress_bar(total: int, initial: int):
-    from tqdm import tqdm
+def _print_skips(report: dict[str, dict[str, int]], where: str) -> None:
+    """One line per skip reason: how many samples and in which shards."""
+    for reason, shards in sorted(report.items()):
+        files = ", ".join(
+            f"{name} {n}" for name, n in sorted(shards.items(), key=lambda x: -x[1])[:5]
+        )
+        more = f", ... ({len(shards)} shards)" if len(shards) > 5 else ""
+        print(f"{where}: skipped {sum(shards.values())} samples, {reason} ({files}{more})")
 
-    # Under torchrun only rank 0 draws the bar.
-    quiet = os.environ.get("RANK", "0") != "0"
-    bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, disable=quiet)
 
-    def on_step(step: int, metrics: dict | None) -> None:
-        bar.update(step - bar.n)
-        if metrics:
-            bar.set_postfix(
-                loss=f"{metrics['train/loss']:.3f}",
-                lr=f"{metrics['train/lr']:.2e}",
-                T=f"{metrics['train/temperature']:.1f}",
-                ex_s=f"{metrics['train/examples_per_s']:.0f}",
+class _TrainBar:
+    """The training progress bar, drawn from the first finished step on (an error before it
+    prints no stray "0%" line); under torchrun only rank 0 draws it."""
+
+    def __init__(self, total: int, initial: int):
+        self.total, self.initial, self.bar = total, initial, None
+        self.quiet = os.environ.get("RANK", "0") != "0"
+
+    def on_step(self, step: int, metrics: dict | None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.initial,
+                desc="train",
+                dynamic_ncols=True,
+                disable=self.quiet,
             )
+        self.bar.update(step - self.bar.n)
+        if metrics:
+            shown = {"loss": "train/loss", "lr": "train/lr", "T": "train/temperature"}
+            post = {k: f"{metrics[m]:.3g}" for k, m in shown.items() if m in metrics}
+            post["ex_s"] = f"{metrics['train/examples_per_s']:.0f}"
+            self.bar.set_postfix(post)
 
-    return bar, on_step
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(total: int, initial: int) -> tuple[_TrainBar, object]:
+    bar = _TrainBar(total, initial)
+    return bar, bar.on_step
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -62,6 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if final:  # as `clippo demo`: the final evaluation, also the last eval row of metrics.jsonl
             _print_table(final, "evaluation")
             atomic_write_text(workdir / "metrics.json", json.dumps(final, indent=2) + "\n")
+        if (workdir / "skipped.json").is_file():
+            _print_skips(json.loads((workdir / "skipped.json").read_text()), "training")
         print(f"\nmodel written to {workdir / 'model'}")
     return 0
 
@@ -88,6 +116,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("no evaluation sets: give a config with eval.sets, or --set eval.sets...")
     results = sets.run(from_pretrained(args.model))
     _print_table(results, f"evaluation of {args.model}")
+    for name, report in sets.skipped().items():
+        _print_skips(report, f"evaluation set {name}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
@@ -218,6 +248,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[3/3] held-out results and pictures")
     results = final_results(results, sets, workdir)
     written = write_report(cfg, workdir, results, sets)
+    for name, report in sets.skipped().items():
+        _print_skips(report, f"evaluation set {name}")
     _print_table(
         {k: results[k] for k in DEMO_KEYS if k in results}
         | {k: v for k, v in results.items() if k not in DEMO_KEYS},
@@ -481,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
+    except (OSError, ValueError, FloatingPointError) as e:
+        # A full disk, a read-only directory, a bad file or value: one line that names it.
         print(f"clippo {args.command}: error: {e}", file=sys.stderr)
         return 2
     # Under torchrun, leave the process group together (after an error, torchrun stops the rest).

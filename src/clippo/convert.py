@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +175,19 @@ def read_big_vision_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """``read_big_vision_npz`` and the prefix it dropped."""
-    with np.load(path, allow_pickle=False) as data:
-        flat = {k: _recover_dtype(data[k]) for k in data.files}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):  # np.load read a plain .npy array
+                raise ValueError("a single array, not a parameter archive")
+            flat = {k: _recover_dtype(data[k]) for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        # numpy calls any non-archive "pickled data", which misleads: say what the file is not.
+        detail = "not a NumPy archive" if "pickle" in str(e) else str(e)
+        raise ValueError(
+            f"{path}: not a readable big_vision .npz (truncated, or another format: {detail})"
+        ) from None
     for prefix in ("params/", "opt/target/"):
         if flat and all(k.startswith(prefix) for k in flat):
             return {k[len(prefix) :]: v for k, v in flat.items()}, prefix

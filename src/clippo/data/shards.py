@@ -267,6 +267,26 @@ def _looks_truncated(data: bytes) -> bool:
     return False
 
 
+def _shard_name(sample: Sample) -> str:
+    return os.path.basename(str(sample.get("__url__", "?")))
+
+
+def _names(urls: Sequence[str], most: int = 3) -> str:
+    names = [os.path.basename(u) for u in urls[:most]]
+    return ", ".join(names) + (f", ... ({len(urls)} in all)" if len(urls) > most else "")
+
+
+def skip_entries(skips: Counter) -> dict[str, Any]:
+    """A batch's skip report from counts keyed by (reason, shard name): ``skipped`` (total),
+    ``skip_reasons`` ({reason: n}) and ``skip_shards`` ({reason: {shard: n}})."""
+    reasons: Counter = Counter()
+    shards: dict[str, dict[str, int]] = {}
+    for (reason, shard), n in skips.items():
+        reasons[reason] += n
+        shards.setdefault(reason, {})[shard] = shards.get(reason, {}).get(shard, 0) + n
+    return {"skipped": sum(reasons.values()), "skip_reasons": dict(reasons), "skip_shards": shards}
+
+
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
         if dist.is_available() and dist.is_initialized():
@@ -392,7 +412,8 @@ class ShardDataset(IterableDataset):
             if count == 0:
                 raise RuntimeError(
                     f"reader {part} of {parts} (rank {self.rank}) got no samples from "
-                    f"{len(self.urls)} shard(s): use fewer workers or more data"
+                    f"{len(self.urls)} shard(s) ({_names(self.urls)}): use fewer workers or "
+                    "more data"
                 )
             epoch += 1
 
@@ -455,8 +476,7 @@ class ShardDataset(IterableDataset):
             "texts": [e["texts"] for e in examples],
             "label": torch.tensor([e["label"] for e in examples], dtype=torch.int64),
             "key": [e["key"] for e in examples],
-            "skipped": sum(skips.values()),
-            "skip_reasons": dict(skips),
+            **skip_entries(skips),
         }
         if self.text_transform is not None:
             batch["text_input"] = stack_inputs([e["text_input"] for e in examples])
@@ -480,12 +500,13 @@ class ShardDataset(IterableDataset):
             if epoch > last_usable_epoch + 1:
                 raise RuntimeError(
                     f"reader {part} of {parts} (rank {self.rank}) found no usable sample in a "
-                    f"whole epoch; skipped so far: {dict(skips)}"
+                    f"whole epoch of {_names(self.urls)}; skipped so far: "
+                    f"{skip_entries(skips)['skip_shards']}"
                 )
             checked = self._check(sample)
             if isinstance(checked, str):
                 if not to_skip:
-                    skips[checked] += 1
+                    skips[checked, _shard_name(sample)] += 1
                 continue
             last_usable_epoch = epoch
             if to_skip:
@@ -496,7 +517,7 @@ class ShardDataset(IterableDataset):
             try:
                 examples.append(self._decode(sample, *checked, epoch))
             except BadImageError as e:
-                skips[e.reason] += 1
+                skips[e.reason, _shard_name(sample)] += 1
                 continue
             if len(examples) == self.batch_size:
                 yield self._collate(examples, skips)

@@ -12,7 +12,14 @@ from typing import Any
 
 from torch.utils.data import IterableDataset
 
-from clippo.data.shards import Sample, ShardDataset, expand_urls, iter_tar_samples, stack_inputs
+from clippo.data.shards import (
+    Sample,
+    ShardDataset,
+    expand_urls,
+    iter_tar_samples,
+    skip_entries,
+    stack_inputs,
+)
 
 Pair = tuple[str, str]
 
@@ -102,8 +109,7 @@ class TextPairDataset(ShardDataset):
         if self.text_transform is not None:
             batch["text_a_input"] = stack_inputs([e["text_a_input"] for e in examples])
             batch["text_b_input"] = stack_inputs([e["text_b_input"] for e in examples])
-        batch["skipped"] = sum(skips.values())
-        batch["skip_reasons"] = dict(skips)
+        batch.update(skip_entries(skips))
         return batch
 
 

@@ -31,6 +31,7 @@ class EmbeddedSet:
     labels: torch.Tensor  # (N,) -1 where a shard has no label
     texts: list[str]
     keys: list[str]
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # {reason: {shard: n}}
 
 
 def _loader(pattern: str, model, batch_size: int, text_sampling: str, workers: int) -> DataLoader:
@@ -60,8 +61,14 @@ def embed_shards(
     field (``captions="all"``) or the first one (``"first"``, one image/text pair each)."""
     device = next(model.parameters()).device
     images, texts, ids, labels, keys = [], [], [], [], []
+    skipped: dict[str, dict[str, int]] = {}
     n = 0
     for batch in _loader(pattern, model, batch_size, "first", workers):
+        for reason, shards in batch["skip_shards"].items():
+            for shard, count in shards.items():
+                skipped.setdefault(reason, {})[shard] = (
+                    skipped.get(reason, {}).get(shard, 0) + count
+                )
         images.append(model.encode_image(batch["image"].to(device)).float().cpu())
         labels.append(batch["label"])
         keys.extend(batch["key"])
@@ -74,7 +81,7 @@ def embed_shards(
         if max_examples is not None and n >= max_examples:
             break
     if not images:
-        raise ValueError(f"no examples found in {pattern!r}")
+        raise ValueError(f"no usable examples in {pattern!r} (skipped: {skipped or 'none'})")
     text_emb = torch.zeros(0, images[0].shape[1])
     if texts:
         text_emb = torch.cat(
@@ -89,7 +96,8 @@ def embed_shards(
         image, label, keys = image[:max_examples], label[:max_examples], keys[:max_examples]
         keep = [j for j, i in enumerate(ids) if i < max_examples]
         text_emb, texts, ids = text_emb[keep], [texts[j] for j in keep], [ids[j] for j in keep]
-    return EmbeddedSet(image, text_emb, torch.tensor(ids, dtype=torch.long), label, texts, keys)
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    return EmbeddedSet(image, text_emb, ids_t, label, texts, keys, skipped)
 
 
 @dataclass
@@ -161,6 +169,10 @@ class EvalSets:
         self.embedded: dict[str, EmbeddedSet] = {}  # each set's latest embeddings
         self._train_cache: dict[tuple, EmbeddedSet] = {}
 
+    def skipped(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``{set: {reason: {shard: n}}}`` of the samples the latest evaluation skipped."""
+        return {name: e.skipped for name, e in self.embedded.items() if e.skipped}
+
     def __bool__(self) -> bool:
         return bool(self.sets)
 
@@ -191,6 +203,9 @@ class EvalSets:
                     workers=self.workers,
                 )
                 self.embedded[s.name] = embedded
+                if embedded.skipped:  # metrics over fewer samples than the shards hold
+                    total = sum(n for shards in embedded.skipped.values() for n in shards.values())
+                    out[f"{s.name}/skipped"] = total
                 ctx = EvalContext(model, embedded, self.batch_size, self.train_data, self)
                 for evaluator in s.evaluators.values():
                     out.update({f"{s.name}/{k}": v for k, v in evaluator(ctx).items()})

@@ -21,6 +21,21 @@ def l2_normalize(z: torch.Tensor) -> torch.Tensor:
     return z / (z.norm(dim=-1, keepdim=True) + 1e-8)
 
 
+def check_texts(texts: list[str] | str) -> list[str]:
+    """``texts`` as a non-empty list of strings; a clear error for anything else."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, bytes | bytearray):
+        raise TypeError("texts must be str or a list of str, got bytes: decode them first")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to encode: pass at least one string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+    return texts
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of learnable parameters."""
     return sum(p.numel() for p in model.parameters())
@@ -88,11 +103,20 @@ class ContrastiveModel(nn.Module):
         """Strings -> the stacked input of the text path (``text_transform`` of each)."""
         return torch.from_numpy(np.ascontiguousarray(self.text_transform(texts)))
 
-    def encode_text(self, texts: list[str] | str, normalize: bool = True) -> torch.Tensor:
-        """Embeds strings, any language: ``text_transform``, then the text path."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.encode_text_input(self.preprocess_text(texts), normalize=normalize)
+    def encode_text(
+        self, texts: list[str] | str, normalize: bool = True, batch_size: int = 256
+    ) -> torch.Tensor:
+        """Embeds strings, any language: ``text_transform``, then the text path.
+
+        Works through ``batch_size`` texts at a time, so a long list costs no more memory per
+        text than a short one.
+        """
+        texts = check_texts(texts)
+        chunks = [
+            self.encode_text_input(self.preprocess_text(texts[i : i + batch_size]), normalize)
+            for i in range(0, len(texts), batch_size)
+        ]
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def encode_image_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds pre-computed image-tower features (models with a lockable image tower)."""

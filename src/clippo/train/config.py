@@ -115,6 +115,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on GPU), fp32, bf16
     grad_checkpointing: bool = False
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    # Seconds a collective (all-reduce, barrier) may wait for a stalled rank before it fails.
+    collective_timeout_s: float = 600.0
     # The paper's step rule for co-training: scale total_steps by batch / image pairs per batch,
     # so as many image/alt-text pairs are seen as without text pairs (50% pairs -> 2x steps).
     keep_image_pairs_constant: bool = False
@@ -244,6 +246,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(
             f"train.precision must be auto, fp32 or bf16, got {cfg.train.precision!r}"
+        )
+    if cfg.train.collective_timeout_s <= 0:
+        raise ConfigError(
+            f"train.collective_timeout_s must be positive, got {cfg.train.collective_timeout_s}"
         )
     for name in ("total_steps", "log_every", "ckpt_every", "keep_ckpts"):
         if getattr(cfg.train, name) <= 0:

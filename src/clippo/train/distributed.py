@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -24,8 +25,12 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_distributed(device: str | None = None) -> DistEnv:
-    """Initialises ``torch.distributed`` from torchrun's environment variables, if present."""
+def init_distributed(device: str | None = None, timeout_s: float = 600) -> DistEnv:
+    """Initialises ``torch.distributed`` from torchrun's environment variables, if present.
+
+    A collective that waits longer than ``timeout_s`` (a stalled or dead rank) raises on the
+    ranks that wait, instead of blocking them for good.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -34,7 +39,9 @@ def init_distributed(device: str | None = None) -> DistEnv:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        )
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -139,6 +140,74 @@ class _MetricsWriter:
             self.tb.close()
 
 
+# Settings a resumed run may change: they steer logging, saving, evaluation and the machine,
+# not what the restored optimizer, schedule and data position mean.
+_FREE_ON_RESUME = (
+    "data.workers",
+    "train.threads",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.keep_ckpts",
+    "eval.",
+)
+
+
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """``KEY: OLD -> NEW`` for every setting that differs between a checkpoint's config and the
+    current one, except those a resume may change (``train.total_steps`` too, for the rsqrt
+    schedule, which is built to be extended)."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            key = f"{prefix}{k}"
+            out |= flat(v, key + ".") if isinstance(v, dict) and v else {key: v}
+        return out
+
+    old, new = flat(saved), flat(current)
+    free = _FREE_ON_RESUME
+    if new.get("optim.schedule.decay_type") == "rsqrt":
+        free = (*free, "train.total_steps")
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k) and not any(k == f or k.startswith(f) for f in free)
+    ]
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    if not path.is_file():
+        return
+    rows = [x for x in path.read_text().splitlines() if x.strip()]
+    keep = [x for x in rows if json.loads(x).get("step", 0) <= step]
+    if len(keep) != len(rows):
+        atomic_write_text(path, "".join(x + "\n" for x in keep))
+
+
+def _count_skips(batch: dict, counts: Counter) -> None:
+    """Adds a batch's skipped samples, by (reason, shard), from every stream it mixes."""
+    for key, value in batch.items():
+        if key.endswith("skip_shards"):
+            for reason, shards in value.items():
+                for shard, n in shards.items():
+                    counts[reason, shard] += n
+
+
+def _skip_metrics(counts: Counter) -> dict[str, int]:
+    by_reason: Counter = Counter()
+    for (reason, _), n in counts.items():
+        by_reason[reason] += n
+    return {f"train/skipped/{reason}": n for reason, n in sorted(by_reason.items())}
+
+
+def _skip_report(counts: Counter) -> dict[str, dict[str, int]]:
+    """``{reason: {shard: n}}`` of the samples skipped on the main process."""
+    out: dict[str, dict[str, int]] = {}
+    for (reason, shard), n in sorted(counts.items()):
+        out.setdefault(reason, {})[shard] = n
+    return out
+
+
 def _scalar(value: float | torch.Tensor) -> float:
     return value.item() if isinstance(value, torch.Tensor) else float(value)
 
@@ -158,7 +227,7 @@ def run(
     ``on_step(step, metrics)`` is called after every step (metrics only on log steps).
     """
     workdir = Path(workdir)
-    env = init_distributed()
+    env = init_distributed(timeout_s=cfg.train.collective_timeout_s)
     if cfg.train.threads and env.device.type == "cpu":
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed + env.rank)
@@ -171,7 +240,6 @@ def run(
                 f"{workdir} already holds checkpoints: pass --resume to continue, "
                 "or choose a new work directory"
             )
-        atomic_write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     model = task.build_model().to(env.device)
     total_steps = task.total_steps
@@ -192,11 +260,22 @@ def run(
     for reason in passed_over:
         warnings.warn(f"resuming from an older checkpoint: {reason}", stacklevel=2)
     if state is not None:
+        changed = changed_settings(state.get("config") or {}, cfg.to_dict())
+        if changed:
+            raise ValueError(
+                f"--resume of {workdir} with changed settings ({'; '.join(changed)}): they would "
+                "not apply to the restored optimizer and data state; resume with the run's "
+                "config.yaml, or start a new work directory"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         set_rng_state(state["rng"])
+    if env.is_main:  # only now: a refused resume leaves the directory describing its own run
+        atomic_write_text(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if resume:
+            _drop_rows_after(workdir / "metrics.jsonl", step)  # those steps are trained again
 
     ddp = model
     if env.world_size > 1:
@@ -206,7 +285,7 @@ def run(
     batches = iter(make_loader(task.batches(model, env, step), cfg.data.workers))
     writer = _MetricsWriter(workdir) if env.is_main else None
     last: dict[str, Any] = {}
-    seen, skipped, t0 = 0, 0, time.perf_counter()
+    seen, skipped, t0 = 0, Counter(), time.perf_counter()
     model.train()
     try:
         while step < total_steps:
@@ -222,7 +301,7 @@ def run(
             scheduler.step()
             step += 1
             seen += out.examples * env.world_size
-            skipped += int(batch.get("skipped", 0))
+            _count_skips(batch, skipped)
 
             metrics = None
             if step % cfg.train.log_every == 0 or step == total_steps:
@@ -234,7 +313,8 @@ def run(
                     "train/lr": optim.lr * schedule(step - 1),
                     "train/grad_norm": float(optimizer.grad_norm),
                     "train/examples_per_s": seen / dt,
-                    "train/skipped_images": skipped,
+                    "train/skipped_images": sum(skipped.values()),
+                    **_skip_metrics(skipped),
                     "train/total_steps": total_steps,
                 }
                 seen, t0 = 0, time.perf_counter()
@@ -280,4 +360,7 @@ def run(
         del batches
     if env.is_main:
         save_pretrained(model, workdir / "model")
+        if skipped:
+            report = _skip_report(skipped)
+            atomic_write_text(workdir / "skipped.json", json.dumps(report, indent=2) + "\n")
     return last
