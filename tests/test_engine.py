@@ -118,3 +118,18 @@ def test_classification_task_resumes_exactly_through_the_engine(tmp_path):
     # The fine-tuned classifier is a model directory like any other.
     loaded = from_pretrained(tmp_path / "model")
     assert loaded.cfg.labels == ["0", "1"] and loaded.classify(["a fine film"]).shape == (1, 2)
+
+
+def test_auto_precision_uses_bf16_only_where_the_hardware_has_it(monkeypatch):
+    import clippo.train.engine as engine
+
+    cpu = torch.device("cpu")
+    x = torch.ones(2, 2)
+    for native, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(engine, "native_bf16", lambda device, n=native: n)
+        with engine.autocast_for("auto", cpu)():
+            assert (x @ x).dtype == dtype
+    with engine.autocast_for("fp32", cpu)():
+        assert (x @ x).dtype == torch.float32
+    with engine.autocast_for("bf16", cpu)():  # asked for explicitly: bf16 even if emulated
+        assert (x @ x).dtype == torch.bfloat16

@@ -112,7 +112,9 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 500
     keep_ckpts: int = 2
-    precision: str = "auto"  # auto (bf16 autocast on GPU), fp32, bf16
+    # fp32, bf16 (autocast), or auto: bf16 where the hardware computes it natively (CUDA, CPUs
+    # with AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 runs ~20x slower on AVX2 CPUs).
+    precision: str = "fp32"
     grad_checkpointing: bool = False
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
     # Seconds a collective (all-reduce, barrier) may wait for a stalled rank before it fails.

@@ -95,9 +95,21 @@ class Evaluation(Protocol):
     def run(self, model: nn.Module, step: int, final: bool) -> dict[str, float]: ...
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA, or a CPU whose oneDNN has bf16
+    kernels (AVX512-BF16, AMX); elsewhere bf16 is emulated and far slower than fp32."""
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast_for(precision: str, device: torch.device):
-    """A context factory: bfloat16 autocast for ``bf16`` (and ``auto`` on CUDA), else none."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """A context factory: bfloat16 autocast for ``bf16`` (and ``auto`` where bf16 is native),
+    else none."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
     if use_bf16:
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
