@@ -186,3 +186,24 @@ def test_broken_png_is_skipped_and_counted_and_the_build_goes_on(tmp_path):
     assert stats["files"] == 3
     assert stats["skipped"] == {"broken": 1}
     assert stats["train"] + stats["val"] == 2
+
+
+def test_held_out_titles_identify_their_image(tmp_path):
+    # Eight stars all titled "gramastar" and eight distinct others: only the latter may be held out.
+    stars = sorted(
+        str(p.relative_to(ROOT / "png"))
+        for p in (ROOT / "png/shapes/stars").glob("star_*pt*step.png")
+    )[:8]
+    others = subset()[:8]
+    stats = build_openclipart_shards(tmp_path, files=stars + others, **{**PARAMS, "val_size": 6})
+    assert stats["val"] == 6
+    titles = {}
+    for shard in sorted(tmp_path.glob("*.tar")):
+        for sample in read_shard(shard).values():
+            titles.setdefault(json.loads(sample["json"])["texts"][0], []).append(shard.name)
+    val_titles = [t for t, where in titles.items() if any(w.startswith("val") for w in where)]
+    assert len(val_titles) == 6 and all(len(titles[t]) == 1 for t in val_titles)
+    assert len(titles["gramastar"]) == 8 and all(w.startswith("train") for w in titles["gramastar"])
+    singles = sum(len(where) == 1 for where in titles.values())
+    with pytest.raises(ValueError, match=f"val_size=9: only {singles} images have a title no"):
+        build_openclipart_shards(tmp_path / "b", files=stars + others, **{**PARAMS, "val_size": 9})

@@ -71,6 +71,18 @@ def test_ties_count_against_the_query():
     assert result["i2t_recall@1"] == 1.0
 
 
+def test_identical_captions_of_two_images_are_a_miss_for_both():
+    # The rule for identical captions: they embed identically, so an image's own caption ties
+    # with the other image's copy and the tie counts against it. A perfect model scores 1/3
+    # image->text R@1 here, not 1: why the demo holds out only images with a unique title.
+    images = torch.eye(3)
+    texts = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # 0 and 1 alike
+    result = retrieval_metrics(images, texts, torch.tensor([0, 1, 2]), ks=(1, 2))
+    assert result["i2t_recall@1"] == pytest.approx(1 / 3)
+    assert result["i2t_recall@2"] == 1.0
+    assert result["t2i_recall@1"] == pytest.approx(1 / 3)  # each copy ties images 0 and 1
+
+
 def test_collapsed_embeddings_get_zero_recall_at_1():
     images = torch.ones(4, 8)
     texts = torch.ones(8, 8)

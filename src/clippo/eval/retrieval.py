@@ -6,6 +6,9 @@ among its k best texts. Text->image: a text is a hit at k if its image is among 
 Tie rule (deterministic, pessimistic): a query's rank is the number of *wrong* candidates scoring
 >= its best correct candidate, and it is a hit at k iff rank < k. A collapsed model whose
 embeddings are all equal therefore gets recall 0 unless k covers (nearly) every candidate.
+Identical captions of different images embed identically, so each ties with the other and
+both count as misses at k=1: held-out sets whose captions repeat cap recall@1 below 100%
+(``clippo data openclipart`` holds out only images with a unique title for that reason).
 big_vision sorts with numpy's unstable argsort, so its ties fall in an unspecified order; exact
 float ties are rare in practice, so results agree with it whenever there are none.
 """

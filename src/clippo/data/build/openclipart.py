@@ -146,6 +146,11 @@ def _process(job: tuple[str, str, str, int, str, int | None]) -> dict[str, Any]:
     return {"image": buffer.getvalue(), "fields": fields, "dropped": dropped}
 
 
+def _title_key(result: dict[str, Any]) -> str:
+    """An example's first caption (its title), compared case- and space-insensitively."""
+    return " ".join(result["fields"]["texts"][0].lower().split())
+
+
 def _list_pngs(png_root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(png_root)).replace(os.sep, "/")
@@ -172,10 +177,11 @@ def build_openclipart_shards(
     """Write ``train-*.tar``, ``val-*.tar``, ``categories.json`` and ``stats.json``; return stats.
 
     Images are composited on white and stored with the longer side at most ``image_size``.
-    ``val_size`` examples, drawn with ``seed``, are held out. ``files`` (paths relative to
-    ``png/``) or ``max_examples`` (evenly spaced over the sorted list) restrict the build for
-    tests. A finished build with the same parameters is left as is. ``progress(n)`` is called
-    as files are processed.
+    ``val_size`` examples, drawn with ``seed`` among those whose title no other example has
+    (so that every held-out caption identifies its image), are held out. ``files`` (paths
+    relative to ``png/``) or ``max_examples`` (evenly spaced over the sorted list) restrict
+    the build for tests. A finished build with the same parameters is left as is.
+    ``progress(n)`` is called as files are processed.
     """
     out_dir, src_root = Path(out_dir), Path(src_root)
     png_root = src_root / "png"
@@ -207,6 +213,7 @@ def build_openclipart_shards(
         "image_format": image_format,
         "max_pixels": max_pixels,
         "files_sha1": hashlib.sha1("\n".join(chosen).encode()).hexdigest(),
+        "val_rule": "unique_title",
     }
     stats_path = out_dir / "stats.json"
     if stats_path.is_file():
@@ -250,8 +257,18 @@ def build_openclipart_shards(
     if len(examples) <= val_size:
         raise ValueError(f"val_size={val_size} leaves no training data from {len(examples)} usable")
 
-    order = np.random.default_rng(seed).permutation(len(examples))
-    splits = {"val": sorted(order[:val_size].tolist()), "train": order[val_size:].tolist()}
+    order = np.random.default_rng(seed).permutation(len(examples)).tolist()
+    # Held-out pairs must be told apart by their caption (the title): a title two images share
+    # makes either image's hit a tie, which retrieval counts as a miss, capping recall below
+    # 100%. So only images whose title no other image has are held out.
+    titles = Counter(_title_key(result) for _, result in examples)
+    unique_titles = [i for i in order if titles[_title_key(examples[i][1])] == 1]
+    if len(unique_titles) < val_size:
+        raise ValueError(
+            f"val_size={val_size}: only {len(unique_titles)} images have a title no other image has"
+        )
+    held_out = set(unique_titles[:val_size])
+    splits = {"val": sorted(held_out), "train": [i for i in order if i not in held_out]}
     per_category = {c: {"train": 0, "val": 0} for c in categories}
 
     def members(split: str, i: int) -> list[tuple[str, bytes]]:
