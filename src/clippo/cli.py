@@ -262,6 +262,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clippo.jobs.search import image_files, search_folder
+    from clippo.models import from_pretrained
+
+    model = from_pretrained(args.model)
+    total = len(image_files(args.images))
+    with tqdm(total=total, desc="embedding images", unit="img") as bar:
+        sheet, matches, skipped = search_folder(
+            model, args.images, args.queries, args.out, top=args.top, progress=bar.update
+        )
+    for query, row in zip(args.queries, matches, strict=True):
+        print(f'"{query}": ' + ", ".join(f"{p.name} ({s:.3f})" for p, s in row))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable files: " + ", ".join(list(skipped)[:5]))
+    print(f"wrote {sheet}")
+    return 0
+
+
 def cmd_data_textpairs(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -424,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--out", required=True)
     lt.add_argument("--seed", type=int, default=0)
     lt.set_defaults(func=cmd_data_langtasks)
+
+    se = sub.add_parser("search", help="text->image search over a folder of images")
+    se.add_argument("queries", nargs="+", help="one or more text queries")
+    se.add_argument("--model", required=True, help="a from_pretrained directory")
+    se.add_argument("--images", required=True, help="a folder of images (searched recursively)")
+    se.add_argument("--top", type=int, default=6, help="images shown per query")
+    se.add_argument("--out", default="search.png", help="the contact sheet to write")
+    se.set_defaults(func=cmd_search)
 
     r = sub.add_parser("render", help="render text as the model sees it")
     r.add_argument("text")

@@ -26,23 +26,36 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def plot_training_curves(metrics_path: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Loss, learning rate, temperature and in-batch accuracy against step, as one PNG."""
+    """Loss, learning rate, temperature and in-batch accuracy against step, and held-out
+    recall@1 of every evaluation set when the run evaluated during training, as one PNG."""
     plt = _pyplot()
-    records = [r for r in read_metrics(metrics_path) if "train/loss" in r]
+    rows = read_metrics(metrics_path)
+    records = [r for r in rows if "train/loss" in r]
     if not records:
         raise ValueError(f"{metrics_path} holds no training records")
     steps = [r["step"] for r in records]
     panels = [
-        ("train/loss", "contrastive loss"),
+        ("train/loss", "loss"),
         ("train/lr", "learning rate"),
         ("train/temperature", "temperature exp(t)"),
-        ("train/accuracy", "in-batch image->text accuracy"),
+        ("train/accuracy", "in-batch accuracy"),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-    for ax, (key, title) in zip(axes, panels, strict=True):
+    panels = [(k, t) for k, t in panels if all(k in r for r in records)]
+    held_out = sorted({k for r in rows for k in r if k.endswith("_recall@1") and "/" in k})
+    fig, axes = plt.subplots(1, len(panels) + bool(held_out), figsize=(4 * len(panels) + 4, 3.2))
+    for ax, (key, title) in zip(axes, panels, strict=False):
         ax.plot(steps, [r[key] for r in records])
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if held_out:
+        ax = axes[-1]
+        for key in held_out:
+            points = [(r["step"], 100 * r[key]) for r in rows if key in r]
+            ax.plot(*zip(*points, strict=True), marker="o", label=key)
+        ax.set_title("held-out recall@1 (%)")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
@@ -51,43 +64,39 @@ def plot_training_curves(metrics_path: str | os.PathLike, out: str | os.PathLike
     return out
 
 
-def plot_retrievals(
-    images: Sequence[np.ndarray],
+def plot_search(
     queries: Sequence[str],
-    candidates: Sequence[Sequence[str]],
-    correct: Sequence[Sequence[bool]],
+    results: Sequence[Sequence[tuple[np.ndarray, str, bool | None]]],
     out: str | os.PathLike,
 ) -> Path:
-    """One row per query image: the image, then its top retrieved texts (green when correct)."""
+    """A contact sheet of text->image search: one row per query, its top images left to right,
+    each captioned, framed green when it is a hit and red when not (no frame: unknown)."""
     plt = _pyplot()
-    n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(9, 1.9 * n), gridspec_kw={"width_ratios": [1, 3.2]})
-    axes = np.atleast_2d(axes)
-    for i in range(n):
-        axes[i, 0].imshow(images[i])
+    cols = max(len(r) for r in results)
+    fig, axes = plt.subplots(
+        len(queries), cols + 1, figsize=(1.9 * (cols + 1), 2.1 * len(queries)), squeeze=False
+    )
+    for i, (query, row) in enumerate(zip(queries, results, strict=True)):
         axes[i, 0].set_axis_off()
-        axes[i, 1].set_axis_off()
-        axes[i, 1].text(
-            0,
-            0.92,
-            f"true: {queries[i][:70]}",
-            fontsize=9,
-            weight="bold",
-            va="top",
-            transform=axes[i, 1].transAxes,
+        axes[i, 0].text(
+            0.5, 0.5, f'"{query}"', ha="center", va="center", fontsize=11, weight="bold"
         )
-        for j, (text, ok) in enumerate(zip(candidates[i], correct[i], strict=True)):
-            axes[i, 1].text(
-                0,
-                0.72 - 0.18 * j,
-                f"{j + 1}. {text[:75]}",
-                fontsize=9,
-                va="top",
-                color="green" if ok else "black",
-                transform=axes[i, 1].transAxes,
-            )
+        for j in range(cols):
+            ax = axes[i, j + 1]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.set_axis_off()
+                continue
+            image, caption, hit = row[j]
+            ax.imshow(image)
+            ax.set_xlabel(caption[:24], fontsize=7)
+            color = {True: "green", False: "red", None: "lightgray"}[hit]
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3 if hit is not None else 1)
     fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=90)
     plt.close(fig)
     return out

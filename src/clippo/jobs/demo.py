@@ -2,13 +2,14 @@
 
 ``demo_config`` builds the shards (``clippo.data.build.openclipart``) and the packaged
 ``demo.yaml`` config pointing at them; ``clippo.jobs.pretrain.train`` trains and evaluates it;
-``write_report`` writes ``metrics.json`` and the pictures. ``clippo demo`` runs the three and
-prints what happens.
+``write_report`` writes ``metrics.json``, the training curves and a search picture. ``clippo
+demo`` runs the three and prints what happens.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from clippo.atomic import atomic_write_text
-from clippo.data import iter_tar_samples, load_image
+from clippo.data import iter_tar_samples, load_image, sample_texts
 from clippo.data.build.openclipart import build_openclipart_shards
 from clippo.data.shards import expand_urls
-from clippo.eval.plots import plot_retrievals, plot_training_curves
+from clippo.eval.plots import plot_search, plot_training_curves
 from clippo.eval.sets import EvalSets
+from clippo.jobs.search import top_matches
 from clippo.models import from_pretrained
 from clippo.train.config import ExperimentConfig, load_config, resolve_config
 
@@ -60,34 +62,54 @@ def final_results(results: dict[str, Any], sets: EvalSets, workdir: str | Path) 
     return final
 
 
-def write_report(
-    cfg: ExperimentConfig, workdir: str | Path, results: dict[str, float], sets: EvalSets
-) -> list[Path]:
-    """``metrics.json``, the training curves and the first six held-out images with their
-    top-3 captions; returns the files written."""
-    workdir = Path(workdir)
-    atomic_write_text(workdir / "metrics.json", json.dumps(results, indent=2) + "\n")
-    written = [workdir / "metrics.json"]
-    written.append(plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png"))
+# Everyday queries for the demo's search picture, and the word that makes an image a hit when
+# one of its captions contains it (openclipart titles, descriptions and keywords).
+DEMO_QUERIES = {
+    "a penguin": "penguin",
+    "a red heart": "heart",
+    "a flower": "flower",
+    "a car": "car",
+    "a bird": "bird",
+    "an apple": "apple",
+    "a tree": "tree",
+    "a flag": "flag",
+}
+
+
+def _is_hit(word: str, captions: list[str]) -> bool:
+    return any(re.search(rf"\b{word}s?\b", c.lower()) for c in captions)
+
+
+def search_picture(model, cfg: ExperimentConfig, sets: EvalSets, out: Path, top: int = 6) -> Path:
+    """Text->image search over the held-out images for ``DEMO_QUERIES``: the ``top`` images per
+    query, framed green where a caption of the image names what was asked for."""
     val = sets.embedded["val"]
-    top = (val.image[:6] @ val.text.T).topk(3, dim=1).indices
-    wanted = set(val.keys[:6])
-    pictures = {}
+    matches = top_matches(model, list(DEMO_QUERIES), val.image, top)
+    wanted = {val.keys[i] for row in matches for i, _ in row}
+    found = {}
     for url in expand_urls(cfg.eval.sets["val"].data):
         for sample in iter_tar_samples(url):
             if sample["__key__"] in wanted:
                 raw = next(v for k, v in sample.items() if k in ("jpg", "png", "webp", "jpeg"))
-                pictures[sample["__key__"]] = np.asarray(load_image(raw))
-    written.append(
-        plot_retrievals(
-            [pictures[k] for k in val.keys[:6]],
-            [val.texts[i] for i in range(6)],
-            [[val.texts[j] for j in row] for row in top.tolist()],
-            [
-                [val.text_image_ids[j].item() == i for j in row]
-                for i, row in enumerate(top.tolist())
-            ],
-            workdir / "retrievals.png",
-        )
-    )
-    return written
+                found[sample["__key__"]] = (np.asarray(load_image(raw)), sample_texts(sample))
+    rows = []
+    for word, row in zip(DEMO_QUERIES.values(), matches, strict=True):
+        cells = []
+        for i, _ in row:
+            image, captions = found[val.keys[i]]
+            cells.append((image, captions[0], _is_hit(word, captions)))
+        rows.append(cells)
+    return plot_search(list(DEMO_QUERIES), rows, out)
+
+
+def write_report(
+    cfg: ExperimentConfig, workdir: str | Path, results: dict[str, float], sets: EvalSets
+) -> list[Path]:
+    """``metrics.json``, the training curves (with held-out recall during training) and the
+    search picture over the held-out images; returns the files written."""
+    workdir = Path(workdir)
+    atomic_write_text(workdir / "metrics.json", json.dumps(results, indent=2) + "\n")
+    curves = plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
+    model = from_pretrained(workdir / "model")
+    search = search_picture(model, cfg, sets, workdir / "search.png")
+    return [workdir / "metrics.json", curves, search]
