@@ -1,6 +1,7 @@
 """Shared fixtures: small real shards built once per session from Debian's openclipart."""
 
 import pytest
+import torch
 
 from clippo.data.build.openclipart import build_openclipart_shards
 
@@ -29,3 +30,12 @@ def openclipart_tokenizer(openclipart_small, tmp_path_factory):
         for text in sample_texts(sample)
     ]
     return train_tokenizer(texts, tmp_path_factory.mktemp("tokenizer") / "spm300.model", 300)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for a test: the 2 cores are shared with loader workers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,12 +18,7 @@ from clippo.train.config import load_config
 PNGS = "/usr/share/openclipart/png/food/fruit"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_report_has_held_out_curves_and_a_search_sheet(

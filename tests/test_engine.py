@@ -23,12 +23,7 @@ from clippo.train.tasks import ClassificationTask
 GLUE = Path(__file__).parent / "fixtures" / "glue"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(workdir):

@@ -15,13 +15,7 @@ from clippo.factory import create_model
 from clippo.schema import ConfigError
 from clippo.train.config import load_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sets(shards, sets: dict, train: bool = True) -> EvalSets:

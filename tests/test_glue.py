@@ -25,12 +25,7 @@ SCORES = np.round(RNG.uniform(0, 5, 150), 1)  # rounding makes ties, which ranks
 SCORE_PREDS = SCORES + RNG.normal(0, 1.5, 150)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_accuracy_tasks_match_sklearn():

@@ -24,13 +24,7 @@ from clippo.train.config import ConfigError, load_config
 from clippo.train.distributed import DistEnv
 from clippo.train.tasks import build_model, build_train_loader
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

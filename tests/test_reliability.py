@@ -21,13 +21,7 @@ from clippo.train.checkpoint import (
 from clippo.train.config import ConfigError, load_config
 from clippo.train.engine import NonFiniteLossError, run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Payload:
