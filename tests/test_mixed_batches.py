@@ -144,7 +144,7 @@ def test_loop_loss_is_the_contrastive_loss_over_the_whole_mixed_batch(
             [model.encode_image(batch["image"]), model.encode_text(batch["pair_text_a"])]
         )
         ztxt = model.encode_text(batch["text"] + batch["pair_text_b"])
-        logits = model.logit_scale * zimg @ ztxt.T
+        logits = model.logit_scale.exp() * zimg @ ztxt.T
     assert logits.shape == (8, 8)
     direct, images_only = _symmetric_ce(logits), _symmetric_ce(logits[:6, :6])
     assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)

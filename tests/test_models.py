@@ -62,7 +62,10 @@ def test_embeddings_are_l2_normalised_and_shaped():
 def test_temperature_initialised_to_log_10():
     model = _tiny()
     assert model.t.item() == pytest.approx(2.302585, abs=1e-6)
-    assert model.logit_scale.item() == pytest.approx(10.0, rel=1e-6)
+    assert model.logit_scale is model.t and model.logit_scale.requires_grad  # open_clip's meaning
+    assert model.logit_scale.exp().item() == pytest.approx(10.0, rel=1e-6)
+    _, _, scale = model(torch.zeros(1, 3, 32, 32), model.preprocess_text(["x"]))
+    assert scale.item() == pytest.approx(10.0, rel=1e-6)  # forward hands the loss exp(t)
 
 
 def test_text_pixels_map_like_value_range_minus1_1():

@@ -73,9 +73,10 @@ class ContrastiveModel(nn.Module):
         self.t = nn.Parameter(torch.tensor([math.log(init)]))
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        """exp(t): the scale applied to cosine similarities."""
-        return self.t.exp()
+    def logit_scale(self) -> nn.Parameter:
+        """The learned log-scale ``t`` (open_clip's meaning): similarities are multiplied by
+        ``logit_scale.exp()``, 10 at the paper's initialisation."""
+        return self.t
 
     @property
     def image_size(self) -> int:
@@ -144,4 +145,4 @@ class ContrastiveModel(nn.Module):
             zimg = self.encode_image_features(image_features)
         else:
             zimg = self.encode_image(images)
-        return zimg, self.encode_text_input(text_input), self.logit_scale
+        return zimg, self.encode_text_input(text_input), self.logit_scale.exp()

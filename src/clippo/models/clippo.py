@@ -142,4 +142,4 @@ class CLIPPO(ContrastiveModel):
         # One pass over every rendered text of the batch.
         z = self.encode_text_input(torch.cat([texts, text_a]))
         zimg = z[rows:] if images is None else torch.cat([self.encode_image(images), z[rows:]])
-        return zimg, z[:rows], self.logit_scale
+        return zimg, z[:rows], self.logit_scale.exp()

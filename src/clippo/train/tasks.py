@@ -194,7 +194,7 @@ class ContrastiveTask:
 
     def logged(self, model: ContrastiveModel) -> dict[str, float]:
         """The learned temperature."""
-        return {"temperature": model.logit_scale.item()}
+        return {"temperature": model.logit_scale.exp().item()}
 
 
 # --------------------------------------------------------------------------------------------
