@@ -321,3 +321,20 @@ def test_cli_reports_bad_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and "missing key 'img/MAPHead_0/probe'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_to_bigvision_refuses_other_models_and_never_damages_the_output(tmp_path, capsys):
+    out = tmp_path / "good.npz"
+    to_big_vision(create_model("clippo-mu/16", image_size=32, out_dim=8), out)
+    before = out.read_bytes()
+    clip = create_model("clip-mu/16", image_size=32, vocab_size=50)
+    with pytest.raises(ValueError, match="holds a CLIPPO one-tower model or a ViT; got CLIP"):
+        to_big_vision(clip, out)
+    untied = create_model("clippo-untied-mu/16", image_size=32, out_dim=8)
+    with pytest.raises(ValueError, match="shares all weights"):
+        to_big_vision(untied, out)
+    assert out.read_bytes() == before  # a failed conversion leaves the old file whole
+    save_pretrained(clip, tmp_path / "clip")
+    code = main(["convert", "to-bigvision", str(tmp_path / "clip"), str(out)])
+    assert code == 2 and "got CLIP" in capsys.readouterr().err
+    assert out.read_bytes() == before

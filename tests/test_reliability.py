@@ -264,3 +264,24 @@ def test_encode_text_checks_its_input_and_works_in_chunks():
         model.encode_text(b"a cat")
     with pytest.raises(TypeError, match=r"texts\[1\] is int"):
         model.encode_text(["a", 3])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"eval.sets.val.evaluators.zeroshot.prompts": "bogus"}, "bogus"),
+        ({"eval.sets.val.data": "/nonexistent/val.tar"}, "/nonexistent/val.tar"),
+        ({"eval.batch_size": 0}, "eval.batch_size must be positive"),
+    ],
+)
+def test_what_evaluation_needs_is_checked_before_the_first_step(
+    openclipart_small, tmp_path, capsys, extra, message
+):
+    assert (
+        main(
+            ["train", "demo", "--workdir", str(tmp_path), *tiny_cli_args(openclipart_small, extra)]
+        )
+        == 2
+    )
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
