@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from clippo.extras import MissingExtraError, require
+
 
 def _print_table(rows: dict[str, float], title: str) -> None:
     if not rows:
@@ -124,6 +126,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from clippo.data.shards import expand_urls, iter_tar_samples, sample_texts
     from clippo.tokenizer import Tokenizer, train_tokenizer
 
+    require("sentencepiece", "training a tokenizer")  # before reading every shard
     texts, bad = [], 0
     urls = expand_urls(args.shards)
     for url in tqdm(urls, desc="reading alt-texts", unit="shard"):
@@ -481,7 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+        FloatingPointError,
+        MissingExtraError,
+    ) as e:
         print(f"clippo {args.command}: error: {e}", file=sys.stderr)
         return 2
     # Under torchrun, leave the process group together (after an error, torchrun stops the rest).
