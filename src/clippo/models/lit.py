@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from clippo.extras import require
-from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint
+from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint, to_weights
 from clippo.models.clippo import text_pixels_to_input
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
@@ -326,11 +326,11 @@ class LiT(ContrastiveModel):
         """The image tower's output ``(N, D)``; without autograd when it is locked."""
         grad = torch.is_grad_enabled() and not self.image_locked
         with torch.set_grad_enabled(grad):
-            return self.image(images.to(self.t.device))
+            return self.image(to_weights(images, self.t))
 
     def encode_image_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds image-tower features ``(N, D)`` (live or cached): head, then L2 norm."""
-        z = features.to(self.t.device)
+        z = to_weights(features, self.t)
         if self.image_head is not None:
             z = self.image_head(z)
         return l2_normalize(z) if normalize else z
@@ -370,7 +370,7 @@ class LiT(ContrastiveModel):
         """The text tower's output for what ``text_transform`` makes; no autograd when locked."""
         x = text_input.to(self.t.device)
         if self.cfg.text_tower == "pixels":
-            x = text_pixels_to_input(x)
+            x = text_pixels_to_input(x, self.t.dtype)
         grad = torch.is_grad_enabled() and self.cfg.text_mode != "L"
         with torch.set_grad_enabled(grad):
             return self.text(x)
