@@ -42,6 +42,23 @@ def _progress_bar(total: int, initial: int):
     return bar, on_step
 
 
+def _interrupted(step: int, workdir: Path, how: str) -> int:
+    """Says where Ctrl-C stopped a training run and how to go on; returns SIGINT's exit status."""
+    from clippo.train.checkpoint import list_checkpoints
+
+    done = list_checkpoints(workdir / "checkpoints")
+    # A resume continues from the last checkpoint, which may lie before the step reached.
+    if not done:
+        where = " (no checkpoint yet: it starts from step 0)"
+    elif done[-1][0] != step:
+        where = f" (from the last checkpoint, step {done[-1][0]})"
+    else:
+        where = ""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"\ninterrupted at step {step}; {how}{where}", file=sys.stderr)
+    return 130
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from clippo.atomic import atomic_write_text
     from clippo.jobs.pretrain import train
@@ -57,6 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
         results = train(cfg, workdir, resume=args.resume, on_step=on_step)
+    except KeyboardInterrupt:
+        bar.close()
+        return _interrupted(bar.n, workdir, "resume with --resume")
     finally:
         bar.close()
     if os.environ.get("RANK", "0") == "0":  # the other ranks hold no evaluation results
@@ -216,6 +236,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
         results = train(cfg, workdir, resume=bool(done), on_step=on_step, evaluation=sets)
+    except KeyboardInterrupt:
+        bar.close()
+        return _interrupted(bar.n, workdir, "run clippo demo again to resume")
     finally:
         bar.close()
     print("[3/3] held-out results and pictures")
@@ -484,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+    except KeyboardInterrupt:  # outside training (which says where it stopped): no traceback
+        print(f"\nclippo {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (
         FileNotFoundError,
         FileExistsError,
