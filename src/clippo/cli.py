@@ -359,28 +359,46 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by its dotted path; repeat it for several: "
+        "--set train.total_steps=500 --set data.batch_size=128",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    p = argparse.ArgumentParser(prog="clippo", description=__doc__)
+    from clippo import __version__
+
+    p = argparse.ArgumentParser(
+        prog="clippo",
+        description="Train, evaluate and convert CLIPPO models: one Vision Transformer that reads "
+        "images and text rendered with GNU Unifont.",
+    )
+    p.add_argument("--version", action="version", version=f"clippo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build openclipart shards, train a small CLIPPO, evaluate")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--data", default="data/openclipart", help="where the shards are built")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(d)
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train from a YAML config (file path or packaged name)")
     t.add_argument("config")
     t.add_argument("--workdir", required=True)
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(t)
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a saved model on the config's validation data")
     e.add_argument("--model", required=True, help="a from_pretrained directory")
     e.add_argument("--config", default=None)
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(e)
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_eval)
 
@@ -421,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render text as the model sees it")
     r.add_argument("text")
-    r.add_argument("-o", "--out", required=True)
+    r.add_argument(
+        "-o", "--out", required=True, help="the image; its suffix sets the format (.png, .jpg, ...)"
+    )
     r.add_argument("--image-size", type=int, default=224)
     r.add_argument("--show-grid", action="store_true", help="draw the 16x16 patch grid")
     r.set_defaults(func=cmd_render)
@@ -497,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--seed", type=int, default=None, help="the config's: 0")
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     fg.add_argument("--config", default="glue", help="the fine-tuning recipe (packaged: glue)")
-    fg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(fg)
     fg.set_defaults(func=cmd_finetune_glue)
     return p
 
