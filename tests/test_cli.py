@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import tiny_cli_args
 from PIL import Image
 
@@ -18,6 +19,17 @@ from clippo.train.checkpoint import list_checkpoints
 from clippo.train.config import ConfigError, load_config, resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Short runs: one thread is faster than two contending for a busy machine's cores.
+STEPS = {"train.total_steps": 4, "train.ckpt_every": 1, "train.threads": 1}
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # train.threads sets it for the process
 
 
 @pytest.fixture
@@ -41,8 +53,7 @@ def ctrl_c_at_step_2(monkeypatch):
 def test_ctrl_c_in_train_says_the_step_and_resume_continues(
     openclipart_small, tmp_path, capsys, monkeypatch, ctrl_c_at_step_2
 ):
-    steps = {"train.total_steps": 4, "train.ckpt_every": 1, "eval.sets": "{}"}  # no evaluation
-    sets = tiny_cli_args(openclipart_small, steps)
+    sets = tiny_cli_args(openclipart_small, {**STEPS, "eval.sets": "{}"})  # no evaluation
     assert main(["train", "demo", "--workdir", str(tmp_path), *sets]) == 130
     err = capsys.readouterr().err
     assert err.endswith("\ninterrupted at step 2; resume with --resume\n")
@@ -55,7 +66,7 @@ def test_ctrl_c_in_train_says_the_step_and_resume_continues(
 def test_ctrl_c_before_a_checkpoint_says_where_resume_starts(
     openclipart_small, tmp_path, capsys, ctrl_c_at_step_2
 ):
-    sets = tiny_cli_args(openclipart_small, {"train.total_steps": 4, "train.ckpt_every": 3})
+    sets = tiny_cli_args(openclipart_small, {**STEPS, "train.ckpt_every": 3})
     assert main(["train", "demo", "--workdir", str(tmp_path), *sets]) == 130
     assert capsys.readouterr().err.endswith(
         "\ninterrupted at step 2; resume with --resume (no checkpoint yet: it starts from step 0)\n"
@@ -66,7 +77,7 @@ def test_ctrl_c_before_a_checkpoint_says_where_resume_starts(
 def tiny_demo(openclipart_small, monkeypatch):
     """`clippo demo` on the small shards with a 4-step tiny model, instead of building the
     full openclipart set."""
-    sets = tiny_cli_args(openclipart_small, {"train.total_steps": 4, "train.ckpt_every": 1})
+    sets = tiny_cli_args(openclipart_small, STEPS)
 
     def demo_config(data, overrides=(), progress=None):
         cfg = load_config(resolve_config("demo"), [*sets[1::2], *overrides])

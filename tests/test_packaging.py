@@ -64,6 +64,7 @@ def test_clean_venv_runs_demo_training_and_quick_start(wheel, openclipart_small,
     python = venv / "bin" / "python"
     # The source tree must not leak in: only what the wheel installed may be imported.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread beats two contending for the cores
 
     def run(*args: str | Path) -> subprocess.CompletedProcess:
         done = subprocess.run(
