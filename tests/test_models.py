@@ -150,3 +150,30 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
 def test_from_pretrained_names_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         clippo.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("clippo-mu/8", {}),
+        ("lit-uu-mu/8", {"image_tower": "vit"}),  # the pixel text tower
+        ("clip-mu/8", {"tokenizer": "openclipart"}),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_encodes_fp32_images_and_text_like_fp32(
+    name, options, dtype, openclipart_tokenizer, tmp_path
+):
+    if options.get("tokenizer"):
+        options = {**options, "tokenizer": str(openclipart_tokenizer)}
+    torch.manual_seed(0)
+    clippo.save_pretrained(create_model(name, image_size=32, out_dim=16, **options), tmp_path)
+    full = clippo.from_pretrained(tmp_path)
+    half = clippo.from_pretrained(tmp_path).to(dtype)  # what the user wrote
+    images, texts = torch.rand(3, 3, 32, 32) * 2 - 1, ["a cat", "ein Hund", "a red heart"]
+    for encode, x in (("encode_image", images), ("encode_text", texts)):
+        z = getattr(half, encode)(x)
+        assert z.dtype == dtype
+        # Half precision keeps ~3 digits: the embeddings point the same way.
+        cos = torch.nn.functional.cosine_similarity(z.float(), getattr(full, encode)(x))
+        assert cos.min() > 0.999, (encode, cos)

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from clippo.extras import MissingExtraError, require
+
 
 def _print_table(rows: dict[str, float], title: str) -> None:
     if not rows:
@@ -56,6 +58,11 @@ class _TrainBar:
             post["ex_s"] = f"{metrics['train/examples_per_s']:.0f}"
             self.bar.set_postfix(post)
 
+    @property
+    def n(self) -> int:
+        """The last step reached (the run's first step until one finishes)."""
+        return self.bar.n if self.bar is not None else self.initial
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -64,6 +71,23 @@ class _TrainBar:
 def _progress_bar(total: int, initial: int) -> tuple[_TrainBar, object]:
     bar = _TrainBar(total, initial)
     return bar, bar.on_step
+
+
+def _interrupted(step: int, workdir: Path, how: str) -> int:
+    """Says where Ctrl-C stopped a training run and how to go on; returns SIGINT's exit status."""
+    from clippo.train.checkpoint import list_checkpoints
+
+    done = list_checkpoints(workdir / "checkpoints")
+    # A resume continues from the last checkpoint, which may lie before the step reached.
+    if not done:
+        where = " (no checkpoint yet: it starts from step 0)"
+    elif done[-1][0] != step:
+        where = f" (from the last checkpoint, step {done[-1][0]})"
+    else:
+        where = ""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"\ninterrupted at step {step}; {how}{where}", file=sys.stderr)
+    return 130
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -81,6 +105,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
         results = train(cfg, workdir, resume=args.resume, on_step=on_step)
+    except KeyboardInterrupt:
+        bar.close()
+        return _interrupted(bar.n, workdir, "resume with --resume")
     finally:
         bar.close()
     if os.environ.get("RANK", "0") == "0":  # the other ranks hold no evaluation results
@@ -154,6 +181,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from clippo.data.shards import expand_urls, iter_tar_samples, sample_texts
     from clippo.tokenizer import Tokenizer, train_tokenizer
 
+    require("sentencepiece", "training a tokenizer")  # before reading every shard
     texts, bad = [], 0
     urls = expand_urls(args.shards)
     for url in tqdm(urls, desc="reading alt-texts", unit="shard"):
@@ -243,6 +271,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bar, on_step = _progress_bar(cfg.effective_total_steps, start)
     try:
         results = train(cfg, workdir, resume=bool(done), on_step=on_step, evaluation=sets)
+    except KeyboardInterrupt:
+        bar.close()
+        return _interrupted(bar.n, workdir, "run clippo demo again to resume")
     finally:
         bar.close()
     print("[3/3] held-out results and pictures")
@@ -385,28 +416,46 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by its dotted path; repeat it for several: "
+        "--set train.total_steps=500 --set data.batch_size=128",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    p = argparse.ArgumentParser(prog="clippo", description=__doc__)
+    from clippo import __version__
+
+    p = argparse.ArgumentParser(
+        prog="clippo",
+        description="Train, evaluate and convert CLIPPO models: one Vision Transformer that reads "
+        "images and text rendered with GNU Unifont.",
+    )
+    p.add_argument("--version", action="version", version=f"clippo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build openclipart shards, train a small CLIPPO, evaluate")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--data", default="data/openclipart", help="where the shards are built")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(d)
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train from a YAML config (file path or packaged name)")
     t.add_argument("config")
     t.add_argument("--workdir", required=True)
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(t)
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a saved model on the config's validation data")
     e.add_argument("--model", required=True, help="a from_pretrained directory")
     e.add_argument("--config", default=None)
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(e)
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_eval)
 
@@ -455,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="render text as the model sees it")
     r.add_argument("text")
-    r.add_argument("-o", "--out", required=True)
+    r.add_argument(
+        "-o", "--out", required=True, help="the image; its suffix sets the format (.png, .jpg, ...)"
+    )
     r.add_argument("--image-size", type=int, default=224)
     r.add_argument("--show-grid", action="store_true", help="draw the 16x16 patch grid")
     r.set_defaults(func=cmd_render)
@@ -531,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--seed", type=int, default=None, help="the config's: 0")
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     fg.add_argument("--config", default="glue", help="the fine-tuning recipe (packaged: glue)")
-    fg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_set(fg)
     fg.set_defaults(func=cmd_finetune_glue)
     return p
 
@@ -541,8 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (OSError, ValueError, FloatingPointError) as e:
-        # A full disk, a read-only directory, a bad file or value: one line that names it.
+    except KeyboardInterrupt:  # outside training (which says where it stopped): no traceback
+        print(f"\nclippo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, FloatingPointError, MissingExtraError) as e:
+        # A full disk, a read-only directory, a bad file or value, a missing extra: one line.
         print(f"clippo {args.command}: error: {e}", file=sys.stderr)
         return 2
     # Under torchrun, leave the process group together (after an error, torchrun stops the rest).

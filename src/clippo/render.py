@@ -379,11 +379,22 @@ def render_to_png(
     show_grid: bool = False,
     **renderer_kwargs: Any,
 ) -> np.ndarray:
-    """Render ``text`` and save it as a PNG (RGB with the patch grid if asked); return the image."""
+    """Render ``text`` and save it (RGB with the patch grid if asked); return the image.
+
+    The format follows the suffix of ``path`` (``.jpg`` writes a JPEG), PNG when it has none;
+    a suffix Pillow cannot write raises ValueError before anything is rendered or written.
+    """
     from PIL import Image
 
+    suffix = Path(path).suffix.lower()
+    image_format = Image.registered_extensions().get(suffix) if suffix else "PNG"
+    if image_format not in Image.SAVE:
+        raise ValueError(
+            f"{path}: unknown image suffix {suffix!r}; use .png, .jpg or another format "
+            "Pillow writes"
+        )
     image = UnifontRenderer(image_size=image_size, **renderer_kwargs)(text)
     if show_grid:
         image = draw_patch_grid(image)
-    Image.fromarray(image).save(path, format="PNG")
+    Image.fromarray(image).save(path, format=image_format)
     return image

@@ -5,6 +5,8 @@ for its contrastive text towers: lower-case, encode, append EOS, cut to ``max_le
 final EOS, and pad with EOS, so the last position always holds an EOS token (``last`` pooling
 reads it). ``train_tokenizer`` builds such a model from alt-texts, as the CLIPPO paper built its
 WebLI vocabulary; an existing model (T5's ``cc_all.32000``, mT5's) loads just the same.
+SentencePiece is the ``tokenizers`` extra: this module imports without it, and using it without
+the extra says what to install.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import sentencepiece as spm
+
+from clippo.extras import require
+
+if TYPE_CHECKING:
+    import sentencepiece as spm
 
 # T5's layout: pad 0, EOS 1, unknown 2, no BOS. Models trained here use it too.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -47,6 +54,7 @@ class Tokenizer:
     def processor(self) -> spm.SentencePieceProcessor:
         """The SentencePiece processor (rebuilt from the model bytes after unpickling)."""
         if self._sp is None:
+            spm = require("sentencepiece", "a SentencePiece tokenizer")
             self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
         return self._sp
 
@@ -106,6 +114,7 @@ def train_tokenizer(
 
     Raises ValueError with a smaller size to try when the texts cannot fill ``vocab_size``.
     """
+    spm = require("sentencepiece", "training a tokenizer")
     sentences = [t.lower() if lower else t for t in texts if t and t.strip()]
     if not sentences:
         raise ValueError("no texts to train a tokenizer on")

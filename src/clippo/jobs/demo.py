@@ -41,6 +41,7 @@ def demo_config(
     """Builds (or finds) the openclipart shards in ``data``; returns the demo config reading
     them, with ``overrides`` applied, and the builder's stats."""
     data = Path(data)
+    load_config(resolve_config("demo"), overrides)  # a bad --set fails before the shards are built
     stats = build_openclipart_shards(data, progress=progress)
     cfg = load_config(
         resolve_config("demo"),

@@ -36,6 +36,12 @@ def check_texts(texts: list[str] | str) -> list[str]:
     return texts
 
 
+def to_weights(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` on ``weight``'s device and, if floating, in its dtype: a model cast to bf16 or fp16
+    reads fp32 images and features (integer input is left for the model to refuse)."""
+    return x.to(weight.device, weight.dtype if x.is_floating_point() else x.dtype)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of learnable parameters."""
     return sum(p.numel() for p in model.parameters())
@@ -97,7 +103,7 @@ class ContrastiveModel(nn.Module):
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
-        z = self.image(images.to(self.t.device))
+        z = self.image(to_weights(images, self.t))
         return l2_normalize(z) if normalize else z
 
     def preprocess_text(self, texts: list[str] | str) -> torch.Tensor:

