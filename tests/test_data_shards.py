@@ -368,6 +368,22 @@ def test_training_reader_without_samples_raises(messy):
     assert eval_keys(messy["path"], rank=13, world_size=14) == []
 
 
+def test_an_all_bad_shard_names_itself(tmp_path):
+    # Every sample broken: the reader says which shard gave nothing usable.
+    path = tmp_path / "all-bad-000000.tar"
+    with tarfile.open(path, "w") as tar:
+        for i in range(3):
+            for ext, data in (("jpg", b"not a jpeg"), ("txt", b"a caption")):
+                info = tarfile.TarInfo(f"k{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    dataset = ShardDataset(str(path), batch_size=2, image_transform=ImageTransform(16))
+    with pytest.raises(
+        RuntimeError, match=r"no usable sample in a whole epoch of all-bad-000000.tar"
+    ):
+        next(iter(dataset))
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
