@@ -156,3 +156,18 @@ def test_cli_names_missing_training_shards(tmp_path, capsys):
     assert main(["train", "demo", "--workdir", str(tmp_path)]) == 2
     assert "data.train is not set" in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_cli_eval_uses_the_models_own_run_config_by_default(openclipart_small, tmp_path, capsys):
+    train(_cfg(openclipart_small, 5), tmp_path / "w")
+    assert main(["eval", "--model", str(tmp_path / "w" / "model")]) == 0
+    out = capsys.readouterr().out
+    assert f"the run's config {tmp_path / 'w' / 'config.yaml'}" in out and "val/i2t_recall@1" in out
+    (tmp_path / "lone").mkdir()
+    for f in (tmp_path / "w" / "model").iterdir():
+        (tmp_path / "lone" / f.name).write_bytes(f.read_bytes())
+    assert main(["eval", "--model", str(tmp_path / "lone")]) == 2
+    assert (
+        "config.yaml not found (the model's own run config): pass --config"
+        in capsys.readouterr().err
+    )

@@ -137,7 +137,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from clippo.models import from_pretrained
     from clippo.train.config import load_config, resolve_config
 
-    cfg = load_config(resolve_config(args.config) if args.config else None, args.set)
+    config = args.config
+    if config is None:  # the run that wrote the model: WORKDIR/model -> WORKDIR/config.yaml
+        run_config = Path(args.model).parent / "config.yaml"
+        if not run_config.is_file():
+            raise FileNotFoundError(
+                f"{run_config} not found (the model's own run config): pass --config"
+            )
+        config = run_config
+        print(f"evaluating with the run's config {run_config}")
+    cfg = load_config(resolve_config(config), args.set)
     sets = build_eval_sets(cfg)
     if not sets:
         raise ValueError("no evaluation sets: give a config with eval.sets, or --set eval.sets...")
@@ -454,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a saved model on the config's validation data")
     e.add_argument("--model", required=True, help="a from_pretrained directory")
-    e.add_argument("--config", default=None)
+    e.add_argument(
+        "--config", default=None, help="default: the config.yaml of the run that wrote the model"
+    )
     _add_set(e)
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_eval)
