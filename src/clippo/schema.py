@@ -95,7 +95,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -113,9 +113,19 @@ def apply_overrides(tree: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML: {e}") from None
+            problem = _yaml_problem(e)
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML: {problem}"
+            ) from None
         _set_dotted(tree, key.strip(), value)
     return tree
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """YAML's complaint in one line: what is wrong, and where (its own message spans lines)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

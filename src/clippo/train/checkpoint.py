@@ -95,14 +95,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     anything but tensors and plain values (such a file is refused unread: no code runs)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
+    except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused, it holds objects a clippo checkpoint never does and that would "
-            f"run code when loaded ({first})"
+            "run code when loaded (torch.load with weights_only=True)"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"{path}: damaged or not a checkpoint ({e})") from None
+        first = str(e).strip().split(". ")[0]  # torch appends paragraphs of advice
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({first})") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
         raise CheckpointError(f"{path}: not a clippo training checkpoint")
     return state

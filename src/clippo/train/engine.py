@@ -347,7 +347,7 @@ def run(
                 bad = first_non_finite(model.state_dict(), optimizer.state_dict()["state"])
                 if bad is not None:
                     raise NonFiniteLossError(
-                        f"{bad} became non-finite by step {step}; stopped without saving it, "
+                        f"{bad!r} became non-finite by step {step}; stopped without saving it, "
                         f"{_last_good(ckpt_dir)}"
                     )
                 if env.is_main:
