@@ -13,7 +13,14 @@ SRC = Path(__file__).parent.parent / "src"
 # an earlier one. train (the engine) and eval (the evaluators) share a stage and never import
 # each other: jobs wire them together.
 STAGES = [
-    ("clippo.render", "clippo.tokenizer", "clippo.atomic", "clippo.schema", "clippo.extras"),
+    (
+        "clippo.render",
+        "clippo.tokenizer",
+        "clippo.atomic",
+        "clippo.schema",
+        "clippo.extras",
+        "clippo.prompts",
+    ),
     ("clippo.data",),
     ("clippo.data.build",),
     ("clippo.models",),

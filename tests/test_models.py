@@ -143,7 +143,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
     loaded = clippo.from_pretrained(tmp_path)
     assert loaded.cfg.to_dict() == model.cfg.to_dict()
     assert loaded.cfg.render == {"lower": False, "image_size": 32}
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
     torch.testing.assert_close(loaded.encode_image(x), model.encode_image(x), rtol=0, atol=0)
 
 

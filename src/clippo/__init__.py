@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-_FACTORY = ("create_model", "list_models")
+_FACTORY = ("create_model", "create_model_and_transforms", "list_models")
 _IO = ("from_pretrained", "save_pretrained")
 __all__ = [*_FACTORY, *_IO]
 

@@ -322,6 +322,33 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clippo.jobs.search import embed_folder, image_files
+    from clippo.models import from_pretrained
+
+    texts = None
+    if args.texts:
+        lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
+        texts = [t for t in lines if t.strip()]
+        if not texts:
+            raise ValueError(f"{args.texts}: no non-empty lines to embed")
+    model = from_pretrained(args.model)
+    total = len(image_files(args.images)) if args.images else 0
+    with tqdm(total=total, desc="embedding images", unit="img", disable=not total) as bar:
+        out, counts = embed_folder(
+            model,
+            args.out,
+            images=args.images,
+            texts=texts,
+            batch_size=args.batch_size,
+            progress=bar.update,
+        )
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; wrote {out}")
+    return 0
+
+
 def cmd_data_textpairs(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -504,6 +531,19 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--out", required=True)
     lt.add_argument("--seed", type=int, default=0)
     lt.set_defaults(func=cmd_data_langtasks)
+
+    em = sub.add_parser(
+        "embed",
+        help="embed a folder of images (and/or a file of texts) into an .npz",
+        description="L2-normalised embeddings with the model's evaluation preprocessing; "
+        "unreadable images are skipped and listed in the file.",
+    )
+    em.add_argument("images", nargs="?", help="a folder of images (searched recursively)")
+    em.add_argument("--model", required=True, help="a from_pretrained directory")
+    em.add_argument("--texts", help="a UTF-8 file, one text per line")
+    em.add_argument("--out", required=True, help="the .npz to write")
+    em.add_argument("--batch-size", type=int, default=64)
+    em.set_defaults(func=cmd_embed)
 
     se = sub.add_parser("search", help="text->image search over a folder of images")
     se.add_argument("queries", nargs="+", help="one or more text queries")

@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from clippo.convert import from_big_vision
+from clippo.data.transforms import ImageTransform
 from clippo.models.base import ContrastiveModel
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
@@ -126,6 +127,50 @@ def create_model(name: str = "clippo-B/16", **overrides) -> ContrastiveModel:
             f"valid: {sorted(TextTransformerConfig.__dataclass_fields__)}"
         )
     return CLIP(CLIPConfig(vit=vit, text=TextTransformerConfig(**text_kw), **overrides))
+
+
+def create_model_and_transforms(
+    name: str | os.PathLike = "clippo-B/16",
+    pretrained: str | os.PathLike | None = None,
+    *,
+    augment: dict | None = None,
+    **overrides,
+):
+    """open_clip's one call: ``model, preprocess_train, preprocess = create_model_and_transforms(
+    "clippo-B/16")``.
+
+    ``name`` is a model name (random weights, ``overrides`` as in ``create_model``) or a model
+    directory; ``pretrained`` a model directory or a big_vision ``.npz`` to load instead of random
+    weights. ``preprocess`` is the model's ``image_transform`` (PIL image -> ``(3, S, S)`` in
+    [-1, 1], what evaluation uses); ``preprocess_train`` adds the training augmentation
+    (``augment``: ``flip``, ``random_resized_crop``, ``seed``; default random resized crops
+    of 60-100% of the area, as the demo recipe).
+    """
+    if pretrained is not None:
+        if overrides:
+            raise ValueError(
+                f"overrides {sorted(overrides)} apply to a new model, not to a loaded one"
+            )
+        path = Path(pretrained)
+        if path.is_dir():
+            model = from_pretrained(path)
+        elif path.suffix == ".npz" and path.is_file():
+            model = from_big_vision(path)
+        else:
+            raise FileNotFoundError(f"{pretrained}: neither a model directory nor a .npz file")
+    elif Path(name).is_dir():
+        if overrides:
+            raise ValueError(
+                f"overrides {sorted(overrides)} apply to a new model, not to a loaded one"
+            )
+        model = from_pretrained(name)
+    else:
+        model = create_model(str(name), **overrides)
+    if not hasattr(model, "image_transform"):
+        raise ValueError(f"{type(model).__name__} reads no images through encode_image")
+    augment = {"random_resized_crop": (0.6, 1.0), **(augment or {})}
+    preprocess_train = ImageTransform(model.image_size, train=True, **augment)
+    return model, preprocess_train, model.image_transform
 
 
 def _load_vit_source(source: str | os.PathLike, image_size: int, side: str) -> ViT:

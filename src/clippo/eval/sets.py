@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from clippo.data import ImageTransform, ShardDataset, expand_urls
+from clippo.data import ShardDataset, expand_urls
 from clippo.eval.registry import build_evaluator
 from clippo.models.base import state_fingerprint
 from clippo.schema import ConfigError
@@ -38,7 +38,7 @@ def _loader(pattern: str, model, batch_size: int, text_sampling: str, workers: i
     dataset = ShardDataset(
         pattern,
         batch_size=batch_size,
-        image_transform=ImageTransform(model.image_size, train=False),
+        image_transform=model.image_transform,
         text_transform=None,
         train=False,
         text_sampling=text_sampling,

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clippo.data import BadImageError, ImageTransform, load_image
+from clippo.atomic import atomic_write
+from clippo.data import BadImageError, load_image
 from clippo.eval.plots import plot_search
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
@@ -38,8 +39,8 @@ def embed_image_files(
     progress: Callable[[int], Any] | None = None,
 ) -> tuple[torch.Tensor, list[Path], dict[str, str]]:
     """``(embeddings, embedded paths, {skipped path: reason})``: L2-normalised image embeddings
-    with the preprocessing every clippo evaluation uses (``ImageTransform(train=False)``)."""
-    transform = ImageTransform(model.image_size, train=False)
+    with the preprocessing every clippo evaluation uses (``model.image_transform``)."""
+    transform = model.image_transform
     device = next(model.parameters()).device
     model.eval()
     rows, kept, skipped, batch = [], [], {}, []
@@ -99,3 +100,48 @@ def search_folder(
     ]
     sheet = plot_search(queries, rows, out)
     return sheet, [[(kept[i], s) for i, s in row] for row in matches], skipped
+
+
+def embed_folder(
+    model,
+    out: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    texts: Sequence[str] | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], Any] | None = None,
+) -> tuple[Path, dict[str, int]]:
+    """Writes ``out`` (``.npz``): ``image_embeddings`` (N, D) float32 with ``image_paths``
+    (relative to ``images``) and ``skipped_paths`` / ``skipped_reasons``, and/or
+    ``text_embeddings`` with ``texts``; all rows L2-normalised. Returns the file and counts."""
+    if images is None and not texts:
+        raise ValueError("nothing to embed: give a folder of images and/or texts")
+    arrays: dict[str, np.ndarray] = {}
+    counts = {}
+    if images is not None:
+        root = Path(images)
+        emb, kept, skipped = embed_image_files(
+            model, image_files(root), batch_size=batch_size, progress=progress
+        )
+        arrays["image_embeddings"] = emb.numpy().astype(np.float32)
+        arrays["image_paths"] = np.array([str(p.relative_to(root)) for p in kept])
+        arrays["skipped_paths"] = np.array([str(Path(p).relative_to(root)) for p in skipped])
+        arrays["skipped_reasons"] = np.array(list(skipped.values()))
+        counts.update(images=len(kept), skipped=len(skipped))
+    if texts:
+        with torch.no_grad():
+            emb = model.encode_text(list(texts), batch_size=batch_size).float().cpu()
+        arrays["text_embeddings"] = emb.numpy()
+        arrays["texts"] = np.array(list(texts))
+        counts["texts"] = len(texts)
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ValueError(f"{out}: the output is a .npz file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: savez would append .npz to a name
+            np.savez(f, **arrays)
+
+    atomic_write(out, write)
+    return out, counts

@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+
+from clippo.data.transforms import ImageTransform, load_image
+from clippo.models.io import PretrainedModel
+from clippo.prompts import build_zeroshot_classifier, resolve_templates
+
+ImageInput = torch.Tensor | np.ndarray | Image.Image | str | os.PathLike
 
 
 def l2_normalize(z: torch.Tensor) -> torch.Tensor:
@@ -42,6 +52,36 @@ def to_weights(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return x.to(weight.device, weight.dtype if x.is_floating_point() else x.dtype)
 
 
+def _check_pixels(x: torch.Tensor) -> torch.Tensor:
+    """A ``(N, 3, H, W)`` tensor as model input: uint8 scaled to [-1, 1]; floats must already
+    be in [-1, 1] (a [0, 1] batch is accepted with a warning: it is probably unscaled)."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images (N, 3, H, W) or (3, H, W), got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x.float() / 127.5 - 1.0
+    if not x.is_floating_point():
+        raise TypeError(f"images must be float in [-1, 1] or uint8 in 0..255, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError("no images to encode: the batch is empty")
+    lo, hi = x.min().item(), x.max().item()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("images contain NaN or inf")
+    if lo < -1.01 or hi > 1.01:
+        raise ValueError(
+            f"float images must lie in [-1, 1] (clippo's value range, as big_vision's "
+            f"value_range(-1, 1)); got values in [{lo:.3g}, {hi:.3g}]: pass uint8 images, "
+            f"or scale 0..255 by x / 127.5 - 1 and 0..1 by x * 2 - 1"
+        )
+    if lo >= 0.0 and hi > 0.0:
+        warnings.warn(
+            f"images lie in [{lo:.3g}, {hi:.3g}], no negative value: clippo reads [-1, 1], so "
+            "these may be unscaled [0, 1] images (use x * 2 - 1); ignore this for images that "
+            "are genuinely all bright",
+            stacklevel=3,
+        )
+    return x
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of learnable parameters."""
     return sum(p.numel() for p in model.parameters())
@@ -59,7 +99,7 @@ def state_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-class ContrastiveModel(nn.Module):
+class ContrastiveModel(PretrainedModel):
     """Base of the image/text models: ``self.image`` embeds images, ``self.t`` is log-scale.
 
     Capabilities are declared here and overridden by the models that have them:
@@ -101,10 +141,90 @@ class ContrastiveModel(nn.Module):
         fine-tuning on language tasks reads (``clippo.eval.glue``)."""
         raise NotImplementedError
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
-        z = self.image(to_weights(images, self.t))
+    @property
+    def image_transform(self) -> ImageTransform:
+        """PIL image -> ``(3, S, S)`` floats in [-1, 1]: the one evaluation preprocessing
+        (shorter side resized to ``image_size`` with bicubic filtering, centre crop,
+        transparency on white) that evaluation, ``clippo search``/``embed`` and
+        ``create_model_and_transforms`` share."""
+        return ImageTransform(self.image_size, train=False)
+
+    def preprocess_images(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """Images as a user holds them -> the float ``(N, 3, S, S)`` batch in [-1, 1].
+
+        Takes PIL images, file paths, ``(H, W, 3)`` uint8 numpy arrays (preprocessed with
+        ``image_transform``), and tensors: float ``(N, 3, S, S)`` or ``(3, S, S)`` in [-1, 1],
+        or uint8 in 0..255 (scaled to [-1, 1]); tensors are not resized. A list may mix them.
+        """
+        if isinstance(images, torch.Tensor):
+            return _check_pixels(images[None] if images.ndim == 3 else images)
+        if isinstance(images, np.ndarray | Image.Image | str | os.PathLike):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ValueError("no images to encode: pass at least one image")
+        transform = self.image_transform
+        rows = []
+        for i, image in enumerate(images):
+            if isinstance(image, torch.Tensor):
+                if image.ndim != 3:
+                    raise ValueError(
+                        f"images[{i}]: a tensor in a list must be one (3, H, W) image, "
+                        f"got shape {tuple(image.shape)}"
+                    )
+                rows.append(_check_pixels(image[None])[0])
+                continue
+            if isinstance(image, str | os.PathLike):
+                # As the shard reader and `clippo embed` decode: large JPEGs at reduced scale.
+                image = load_image(image, draft_size=transform.size)
+            elif isinstance(image, np.ndarray):
+                if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+                    raise ValueError(
+                        f"images[{i}]: a numpy image must be uint8 (H, W, 3|4), got "
+                        f"{image.dtype} {image.shape}"
+                    )
+                image = Image.fromarray(image)
+            elif not isinstance(image, Image.Image):
+                raise TypeError(
+                    f"images[{i}] is {type(image).__name__}: pass PIL images, file paths, "
+                    "numpy uint8 arrays or tensors"
+                )
+            rows.append(transform(image))
+        return torch.stack(rows)
+
+    def encode_image(
+        self, images: ImageInput | Sequence[ImageInput], normalize: bool = True
+    ) -> torch.Tensor:
+        """Embeds images: float ``(N, 3, H, W)`` tensors in [-1, 1], or anything
+        ``preprocess_images`` takes (PIL images, file paths, uint8 tensors or arrays)."""
+        return self.embed_pixels(self.preprocess_images(images), normalize)
+
+    def embed_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds a float ``(N, 3, H, W)`` batch in [-1, 1] without checking it (training)."""
+        z = self.image(to_weights(pixels, self.t))
         return l2_normalize(z) if normalize else z
+
+    @torch.no_grad()
+    def classify(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        class_names: Sequence[str],
+        templates: str | Sequence[str] = "imagenet",
+    ) -> torch.Tensor:
+        """Zero-shot classification in one call: ``(N, C)`` probabilities over ``class_names``.
+
+        Each class is CLIP's prompt ensemble over ``templates`` (a packaged set's name,
+        ``imagenet``'s 80 photo templates by default, ``openclipart`` for clip art, or a list
+        like ``["a photo of a {}."]``); probabilities are the softmax of the scaled cosines.
+        """
+        if isinstance(class_names, str):
+            raise TypeError("class_names must be a list of class names, got one str")
+        class_names = check_texts(list(class_names))
+        weights = build_zeroshot_classifier(
+            self.encode_text, class_names, resolve_templates(templates)
+        ).to(self.t.device)
+        zimg = self.encode_image(images).float()
+        return (self.logit_scale.exp().float() * zimg @ weights.T).softmax(dim=-1)
 
     def preprocess_text(self, texts: list[str] | str) -> torch.Tensor:
         """Strings -> the stacked input of the text path (``text_transform`` of each)."""
@@ -150,5 +270,5 @@ class ContrastiveModel(nn.Module):
         if image_features is not None:
             zimg = self.encode_image_features(image_features)
         else:
-            zimg = self.encode_image(images)
+            zimg = self.embed_pixels(images)
         return zimg, self.encode_text_input(text_input), self.logit_scale.exp()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from clippo.models.base import ContrastiveModel, l2_normalize
+from clippo.models.io import register
 from clippo.models.text_transformer import (
     TextTransformer,
     TextTransformerConfig,
@@ -92,7 +93,8 @@ class OneTowerCLIPConfig:
 class _TokenizedCLIP(ContrastiveModel):
     """What CLIP* and 1T-CLIP share: the temperature, the tokenizer and the open_clip interface.
 
-    ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
+    ``encode_image(x)``: images (float ``(N, 3, H, W)`` in [-1, 1], uint8, PIL, paths) ->
+    L2-normalised ``(N, out_dim)``.
     ``encode_text(texts)``: strings, tokenized with the model's tokenizer -> the same.
     ``text_transform``: str -> ``(max_len,)`` int32 ids, what the data pipeline stacks.
     ``forward(images, tokens)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss.
@@ -152,8 +154,11 @@ class _TokenizedCLIP(ContrastiveModel):
         return l2_normalize(z) if normalize else z
 
 
+@register("clip")
 class CLIP(_TokenizedCLIP):
     """CLIP*: a ViT for images and a text transformer for tokens, trained from scratch."""
+
+    config_class = CLIPConfig
 
     def __init__(self, cfg: CLIPConfig):
         super().__init__(cfg)
@@ -167,8 +172,11 @@ class CLIP(_TokenizedCLIP):
         return self.text.forward_features(tokens)
 
 
+@register("1t-clip")
 class OneTowerCLIP(_TokenizedCLIP):
     """1T-CLIP: one ViT (encoder, pooling, head) for both images and tokens."""
+
+    config_class = OneTowerCLIPConfig
 
     def __init__(self, cfg: OneTowerCLIPConfig):
         super().__init__(cfg)

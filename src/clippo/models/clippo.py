@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from clippo.models.base import ContrastiveModel, l2_normalize
+from clippo.models.io import register
 from clippo.models.vit import ViT, ViTConfig, make_head, make_patch_embed
 
 TEXT_TOWERS = ("shared", "separate_embedding", "separate_head", "separate")
@@ -58,10 +59,12 @@ def text_pixels_to_input(pixels: torch.Tensor, dtype: torch.dtype = torch.float3
     return x[:, None].expand(-1, 3, -1, -1)
 
 
+@register("clippo")
 class CLIPPO(ContrastiveModel):
     """One-tower CLIPPO model with the open_clip interface.
 
-    ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
+    ``encode_image(x)``: images (float ``(N, 3, H, W)`` in [-1, 1], uint8, PIL, paths) ->
+    L2-normalised ``(N, out_dim)``.
     ``encode_text(texts)``: list of strings, rendered with the model's Unifont settings -> the same.
     ``text_transform``: str -> rendered uint8 pixels, what the data pipeline stacks.
     ``forward(images, text_input)`` -> ``(zimg, ztxt, logit_scale)`` for the contrastive loss, with
@@ -69,6 +72,7 @@ class CLIPPO(ContrastiveModel):
     rendered text/text pairs.
     """
 
+    config_class = CLIPPOConfig
     supports_text_pairs = True
 
     def __init__(self, cfg: CLIPPOConfig):
@@ -141,5 +145,5 @@ class CLIPPO(ContrastiveModel):
         rows = texts.shape[0]
         # One pass over every rendered text of the batch.
         z = self.encode_text_input(torch.cat([texts, text_a]))
-        zimg = z[rows:] if images is None else torch.cat([self.encode_image(images), z[rows:]])
+        zimg = z[rows:] if images is None else torch.cat([self.embed_pixels(images), z[rows:]])
         return zimg, z[:rows], self.logit_scale.exp()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from clippo.models.io import PretrainedModel, model_from_config, register
+
 REPRESENTATIONS = ("pre_logits", "embedding")
 
 
@@ -91,12 +93,21 @@ class TextClassifierConfig:
         }
 
 
-class TextClassifier(nn.Module):
+@register("text_classifier")
+class TextClassifier(PretrainedModel):
     """Backbone -> 2-hidden-layer MLP (GELU) -> classes, or 1 output for regression.
 
     ``forward(text_input)`` takes preprocessed input (``backbone.preprocess``), as batches from
     the data pipeline do; ``classify(texts_a, texts_b)`` takes strings.
     """
+
+    @classmethod
+    def from_config(cls, config: dict, directory=None) -> TextClassifier:
+        """Backbone (built from its nested config) and head, random weights."""
+        config = dict(config)
+        backbone = model_from_config(config.pop("backbone"), directory)
+        cfg = TextClassifierConfig(**config)
+        return cls(TextBackbone(backbone, cfg.representation), cfg)
 
     def __init__(self, backbone: TextBackbone, cfg: TextClassifierConfig):
         super().__init__()

@@ -34,6 +34,7 @@ from torch import nn
 from clippo.extras import require
 from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint, to_weights
 from clippo.models.clippo import text_pixels_to_input
+from clippo.models.io import register
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
 
@@ -230,10 +231,12 @@ def _linear_head(in_dim: int, out_dim: int) -> nn.Linear:
 # -- the model ------------------------------------------------------------------------------
 
 
+@register("lit")
 class LiT(ContrastiveModel):
     """Two towers with the open_clip interface, each locked or trainable.
 
-    ``encode_image(x)``: float images ``(N, 3, H, W)`` in [-1, 1] -> L2-normalised ``(N, out_dim)``.
+    ``encode_image(x)``: images (float ``(N, 3, H, W)`` in [-1, 1], uint8, PIL, paths) ->
+    L2-normalised ``(N, out_dim)``.
     ``encode_image_features(f)``: the same from image-tower features (the LiT cache).
     ``encode_text(texts)``: strings -> the same; ``text_transform``: str -> what the text tower
     reads (rendered pixels, token ids, WordPiece ids and mask).
@@ -244,6 +247,8 @@ class LiT(ContrastiveModel):
     towers come from ``clippo.factory.create_lit`` (``create_model("lit-Lu-Ti/16", ...)``).
     ``image_tower`` replaces the configured image tower by any module returning ``(N, D)``.
     """
+
+    config_class = LiTConfig
 
     def __init__(self, cfg: LiTConfig, image_tower: nn.Module | None = None):
         super().__init__()
@@ -335,9 +340,9 @@ class LiT(ContrastiveModel):
             z = self.image_head(z)
         return l2_normalize(z) if normalize else z
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Embeds float images ``(N, 3, H, W)`` in [-1, 1]."""
-        return self.encode_image_features(self.image_features(images), normalize=normalize)
+    def embed_pixels(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embeds float images ``(N, 3, H, W)`` in [-1, 1] (unchecked; ``encode_image`` checks)."""
+        return self.encode_image_features(self.image_features(pixels), normalize=normalize)
 
     def image_tower_id(self) -> str:
         """Names the image tower's function: kind, input size and a hash of its weights and

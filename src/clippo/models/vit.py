@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from clippo.models.io import PretrainedModel, register
+
 # Width, depth, MLP size and heads per variant name (big_vision's table, "Scaling ViTs" Table 2).
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
     "mu": (32, 1, 128, 2),
@@ -228,12 +230,22 @@ class MAPHead(nn.Module):
         return y[:, 0]
 
 
-class ViT(nn.Module):
+@register("vit")
+class ViT(PretrainedModel):
     """Vision Transformer returning the pooled (and projected) representation.
 
     ``forward(x)`` takes float images ``(N, C, H, W)`` and returns ``(N, num_classes or width)``;
     ``forward_features`` also returns the intermediate outputs big_vision exposes.
     """
+
+    def config_dict(self) -> dict:
+        """``{"model_type": "vit", "vit": ...}``: the ViT's settings, nested."""
+        return {"model_type": "vit", "vit": self.cfg.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict, directory=None) -> ViT:
+        """A random-weight ViT from ``config_dict()``'s dict."""
+        return cls(ViTConfig(**config["vit"]))
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
