@@ -62,10 +62,7 @@ def plot_training_curves(metrics_path: str | os.PathLike, out: str | os.PathLike
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=110)
 
 
 def plot_search(
@@ -100,10 +97,7 @@ def plot_search(
                 spine.set_edgecolor(color)
                 spine.set_linewidth(3 if hit is not None else 1)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=90)
 
 
 def _save(fig, out: str | os.PathLike, dpi: int) -> Path:
