@@ -75,7 +75,7 @@ def analyze_gap(
     """Embeds the image/text pairs of the shards ``data`` (each image with its first text, at
     most ``limit`` pairs) and writes ``GAP_FILES`` into ``out``; returns what gap.json holds."""
     if limit is not None and limit < 2:
-        raise ValueError(f"--limit must be at least 2 (a mismatched pair needs two), got {limit}")
+        raise ValueError(f"limit must be at least 2 (a mismatched pair needs two), got {limit}")
     expand_urls(data)  # a missing shard fails before the model loads
     model = load_model(model_dir)
     if not isinstance(model, ContrastiveModel):
