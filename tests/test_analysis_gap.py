@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from clippo.analysis import (
+    frequency_shares,
+    mismatched_pair_distances,
     modality_gap,
     pair_distances,
     patch_embedding_components,
+    patch_embedding_pca,
     pca_2d,
 )
 
@@ -66,6 +69,36 @@ def test_pair_distances_on_a_known_example():
     np.testing.assert_allclose(result.distances, [0.0, math.sqrt(2), 2.0])
     assert result.mean == pytest.approx((math.sqrt(2) + 2) / 3)
     assert result.median == pytest.approx(math.sqrt(2))
+    mean = (math.sqrt(2) + 2) / 3
+    assert result.std == pytest.approx(math.sqrt((mean**2 + (math.sqrt(2) - mean) ** 2
+                                                  + (2 - mean) ** 2) / 3))  # fmt: skip
+
+
+def test_mismatched_pairs_of_two_are_the_swap():
+    images = np.array([[3.0, 0], [0, 2.0]])  # e1, e2
+    texts = np.array([[1.0, 0], [-5.0, 0]])  # e1, -e1
+    # The only pairing with no row's own text: image 0 with text 1 (e1 to -e1: 2) and image 1
+    # with text 0 (e2 to e1: sqrt 2), in whichever order the seed walks the cycle.
+    for seed in range(4):
+        got = mismatched_pair_distances(images, texts, seed=seed).distances
+        np.testing.assert_allclose(sorted(got), [math.sqrt(2), 2.0])
+
+
+def test_mismatched_pairs_never_meet_their_own_text_and_use_every_text_once():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 8))
+    # Texts identical to their images: a matching distance is 0, a mismatched one never is.
+    assert pair_distances(x, x).mean == pytest.approx(0.0, abs=1e-12)
+    got = mismatched_pair_distances(x, x, seed=3).distances
+    assert got.shape == (50,) and got.min() > 0.1
+    # Every text is used once: with all images alike, the distances are those of the texts,
+    # which sit at distinct angles from it, each once.
+    angles = np.linspace(0.1, 3.0, 50)
+    texts = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    got = mismatched_pair_distances(np.tile([1.0, 0.0], (50, 1)), texts, seed=3).distances
+    np.testing.assert_allclose(np.sort(got), 2 * np.sin(angles / 2))
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        mismatched_pair_distances(x[:1], x[:1])
 
 
 def test_pair_distances_need_matching_rows():
@@ -159,6 +192,58 @@ def test_patch_components_recover_two_orthogonal_patterns():
     assert tiles.shape == (2, 3, 4, 4)
     expected = np.stack([first / np.linalg.norm(first), second / np.linalg.norm(second)])
     _assert_equal_up_to_sign(tiles, expected, axis=0)
+
+
+def test_patch_pca_explained_variance_of_the_two_pattern_kernel():
+    # Along the unit patterns (norm 4) the filters sit at 4a = (8, -8, 0, 0, 0, 0) and
+    # 4b = (0, 0, 4, -4, 4, -4): sums of squares 128 and 64 of a total 192.
+    kernel, _, _ = _two_pattern_kernel()
+    tiles, explained = patch_embedding_pca(kernel, k=2)
+    np.testing.assert_allclose(explained, [2 / 3, 1 / 3])
+    np.testing.assert_allclose(tiles, patch_embedding_components(kernel, k=2))
+
+
+def _cosine_tile(cycles_x: int, cycles_y: int, size: int = 16) -> np.ndarray:
+    """(3, P, P): a cosine with the given cycles per tile along x and y in channel 0, constants
+    (DC only, which the shares leave out) in the others."""
+    y, x = np.mgrid[:size, :size]
+    tile = np.empty((3, size, size))
+    tile[0] = np.cos(2 * np.pi * (cycles_x * x + cycles_y * y) / size)
+    tile[1], tile[2] = 0.7, -2.0
+    return tile
+
+
+def test_frequency_shares_of_known_cosines():
+    # 6 cycles per 16 px along x: all energy at |f_x| = 0.375 > 0.25, none along y.
+    # 2 cycles along y: |f_y| = 0.125. Diagonal 2+2: |f_x| = |f_y| (counts half),
+    # radius 0.177 (low). Each cosine has the same energy, 16*16/2 per +-f peak pair.
+    tiles = np.stack([_cosine_tile(6, 0), _cosine_tile(0, 2), _cosine_tile(2, 2)])
+    shares = frequency_shares(tiles)
+    np.testing.assert_allclose(shares.horizontal, [1.0, 0.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(shares.high, [1.0, 0.0, 0.0], atol=1e-12)
+    assert shares.pooled_horizontal == pytest.approx(1.5 / 3)
+    assert shares.pooled_high == pytest.approx(1 / 3)
+    # Weighted 3 : 1 : 0, the pooled spectrum is 3/4 horizontal-and-high.
+    weighted = frequency_shares(tiles, weights=[3.0, 1.0, 0.0])
+    assert weighted.pooled_horizontal == pytest.approx(0.75)
+    assert weighted.pooled_high == pytest.approx(0.75)
+
+
+def test_frequency_shares_of_a_transposed_tile_swap_horizontal_and_vertical():
+    rng = np.random.default_rng(6)
+    tiles = rng.normal(size=(4, 3, 8, 8))
+    h = frequency_shares(tiles).horizontal
+    np.testing.assert_allclose(frequency_shares(tiles.transpose(0, 1, 3, 2)).horizontal, 1 - h)
+
+
+def test_frequency_shares_refuse_constant_tiles_and_bad_weights():
+    flat = np.stack([_cosine_tile(0, 0) * 0 + 1.0, _cosine_tile(1, 0)])
+    shares = frequency_shares(flat)
+    assert math.isnan(shares.horizontal[0]) and shares.horizontal[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no energy beyond DC"):
+        frequency_shares(flat[:1])
+    with pytest.raises(ValueError, match="weights must be 2 non-negative"):
+        frequency_shares(flat, weights=[1.0, -1.0])
 
 
 def test_patch_components_are_orthonormal_and_match_an_eigendecomposition():

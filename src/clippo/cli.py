@@ -452,6 +452,33 @@ def cmd_finetune_glue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze_gap(args: argparse.Namespace) -> int:
+    from clippo.jobs.analyze import analyze_gap
+
+    r = analyze_gap(args.model, args.data, args.out, limit=args.limit, batch_size=args.batch_size)
+    rows = {"pairs": r["pairs"], "modality gap": r["modality_gap"]}
+    for key, label in (("pair_distance", "matching"), ("mismatched_pair_distance", "mismatched")):
+        rows |= {f"{label} pair distance {s}": r[key][s] for s in ("mean", "median", "std")}
+    rows["skipped samples"] = r["skipped_samples"]
+    _print_table(rows, f"modality gap of {args.model} on {args.data}")
+    print(f"\nwrote {', '.join(r['files'])}")
+    return 0
+
+
+def cmd_analyze_patches(args: argparse.Namespace) -> int:
+    from clippo.jobs.analyze import analyze_patches
+
+    r = analyze_patches(args.model, args.out, k=args.k)
+    rows = {}
+    for tower, t in r["towers"].items():
+        rows[f"{tower}: explained variance (top {r['k']})"] = t["explained_variance_total"]
+        rows[f"{tower}: horizontal-frequency share"] = t["horizontal_frequency_share"]
+        rows[f"{tower}: high-frequency share"] = t["high_frequency_share"]
+    _print_table(rows, f"patch embedding of {args.model} ({', '.join(r['towers'])})")
+    print(f"\nwrote {', '.join(r['files'])}")
+    return 0
+
+
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -594,6 +621,23 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("out")
     ct.add_argument("--scan", action="store_true", help="stack the layers (for scan=True ViTs)")
     ct.set_defaults(func=cmd_convert_to_bigvision)
+
+    an = sub.add_parser("analyze", help="representation analyses of a saved model (figures, JSON)")
+    ansub = an.add_subparsers(dest="analysis", required=True)
+    ag = ansub.add_parser(
+        "gap", help="modality gap, pair distances and the PCA picture on image/text shards"
+    )
+    ag.add_argument("--model", required=True, help="a from_pretrained directory")
+    ag.add_argument("--data", required=True, help="held-out shards, e.g. 'data/val-*.tar'")
+    ag.add_argument("--out", default="analysis", help="folder for the PNGs and gap.json")
+    ag.add_argument("--limit", type=int, default=None, help="use the first N pairs only")
+    ag.add_argument("--batch-size", type=int, default=256)
+    ag.set_defaults(func=cmd_analyze_gap)
+    ap = ansub.add_parser("patches", help="top principal components of the patch embeddings")
+    ap.add_argument("--model", required=True, help="a from_pretrained directory")
+    ap.add_argument("--out", default="analysis", help="folder for the PNGs and patches.json")
+    ap.add_argument("--k", type=int, default=30, help="components shown")
+    ap.set_defaults(func=cmd_analyze_patches)
 
     ft = sub.add_parser("finetune", help="fine-tune on downstream tasks")
     ftsub = ft.add_subparsers(dest="benchmark", required=True)

@@ -5,10 +5,14 @@ imported only when a tokenizer's lengths are asked for.
 """
 
 from clippo.analysis.gap import (
+    FrequencyShares,
     PairDistances,
+    frequency_shares,
+    mismatched_pair_distances,
     modality_gap,
     pair_distances,
     patch_embedding_components,
+    patch_embedding_pca,
     pca_2d,
 )
 from clippo.analysis.tokens import (
@@ -21,13 +25,17 @@ from clippo.analysis.tokens import (
 )
 
 __all__ = [
+    "FrequencyShares",
     "LanguageLengths",
     "PairDistances",
     "clippo_sequence_length",
     "compare_lengths",
+    "frequency_shares",
+    "mismatched_pair_distances",
     "modality_gap",
     "pair_distances",
     "patch_embedding_components",
+    "patch_embedding_pca",
     "pca_2d",
     "sentencepiece_lengths",
     "share_of_languages_shorter",

@@ -1,4 +1,6 @@
-"""Pictures of a run: training curves from ``metrics.jsonl`` and example retrievals."""
+"""Every picture clippo draws: training curves from ``metrics.jsonl``, example retrievals, and
+the representation analyses of ``clippo.analysis`` (the modality-gap scatter, pair-distance
+histograms, patch-embedding tiles). The functions take arrays, so they compute nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from clippo.atomic import atomic_write
 
 
 def _pyplot():
@@ -58,10 +62,7 @@ def plot_training_curves(metrics_path: str | os.PathLike, out: str | os.PathLike
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=110)
 
 
 def plot_search(
@@ -96,7 +97,108 @@ def plot_search(
                 spine.set_edgecolor(color)
                 spine.set_linewidth(3 if hit is not None else 1)
     fig.tight_layout()
+    return _save(fig, out, dpi=90)
+
+
+def _save(fig, out: str | os.PathLike, dpi: int) -> Path:
+    """Writes ``fig`` to ``out`` atomically (a half-written PNG never appears) and closes it."""
+    plt = _pyplot()
     out = Path(out)
-    fig.savefig(out, dpi=90)
+    atomic_write(out, lambda p: fig.savefig(p, dpi=dpi, format=out.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return out
+
+
+def plot_modality_gap(
+    image_2d: np.ndarray,
+    text_2d: np.ndarray,
+    out: str | os.PathLike,
+    *,
+    title: str = "",
+    explained: Sequence[float] | None = None,
+) -> Path:
+    """Images and texts on the first two principal axes of their joint matrix, in two colours
+    (the paper's Fig. 5: images blue, texts orange)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    size = 8 if len(image_2d) + len(text_2d) < 4000 else 3
+    ax.scatter(*np.asarray(image_2d).T, s=size, alpha=0.6, color="tab:blue", label="images")
+    ax.scatter(*np.asarray(text_2d).T, s=size, alpha=0.6, color="tab:orange", label="texts")
+    if explained is not None:
+        ax.set_xlabel(f"PC 1 ({100 * explained[0]:.1f}% of variance)")
+        ax.set_ylabel(f"PC 2 ({100 * explained[1]:.1f}%)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, markerscale=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out, dpi=100)
+
+
+def plot_pair_distances(
+    matching: np.ndarray,
+    mismatched: np.ndarray | None,
+    out: str | os.PathLike,
+    *,
+    title: str = "",
+) -> Path:
+    """Histogram of the distances between matching image/text embeddings (the paper's
+    Fig. 11), beside those of mismatched pairs, each with its mean marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    everything = np.concatenate([matching, mismatched if mismatched is not None else []])
+    bins = np.linspace(everything.min(), everything.max(), 41)
+    groups = [("matching pairs", matching, "tab:green")]
+    if mismatched is not None:
+        groups.append(("mismatched pairs", mismatched, "tab:gray"))
+    for label, values, color in groups:
+        mean = float(np.mean(values))
+        ax.hist(values, bins=bins, alpha=0.55, color=color, label=f"{label} (mean {mean:.3f})")
+        ax.axvline(mean, color=color, linestyle="--", linewidth=1.2)
+    ax.set_xlabel("Euclidean distance of L2-normalised embeddings")
+    ax.set_ylabel("pairs")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out, dpi=100)
+
+
+def plot_patch_components(
+    tiles: np.ndarray,
+    out: str | os.PathLike,
+    *,
+    title: str = "",
+    explained: Sequence[float] | None = None,
+    columns: int = 10,
+) -> Path:
+    """Principal components of a patch-embedding kernel (k, C, P, P) as a grid of image tiles
+    (the paper's Fig. 12), each stretched to its own full range, first component top left."""
+    plt = _pyplot()
+    tiles = np.asarray(tiles, dtype=np.float64)
+    if tiles.ndim != 4 or tiles.shape[1] not in (1, 3):
+        raise ValueError(f"tiles must be (k, 1 or 3, P, P), got shape {tiles.shape}")
+    k, _, p, q = tiles.shape
+    cols = min(columns, k)
+    rows = -(-k // cols)
+    gap = max(1, p // 4)
+    # One mosaic, drawn with a single imshow: white between tiles, each tile on its own range.
+    mosaic = np.ones((rows * (p + gap) - gap, cols * (q + gap) - gap, 3))
+    for i, tile in enumerate(tiles):
+        tile = tile.transpose(1, 2, 0)
+        lo, hi = tile.min(), tile.max()
+        tile = (tile - lo) / (hi - lo) if hi > lo else np.full_like(tile, 0.5)
+        r, c = divmod(i, cols)
+        mosaic[r * (p + gap) : r * (p + gap) + p, c * (q + gap) : c * (q + gap) + q] = tile
+    fig, ax = plt.subplots(figsize=(1.0 * cols + 0.2, 1.1 * rows + 0.5))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    if explained is not None:
+        for i in range(k):
+            r, c = divmod(i, cols)
+            label = f"{i + 1}: {100 * explained[i]:.1f}%"
+            x, y = c * (q + gap) + q / 2, r * (p + gap) - 0.6
+            ax.text(x, y, label, ha="center", va="bottom", fontsize=6)
+    ax.set_title(title, fontsize=9, pad=10)
+    fig.tight_layout()
+    return _save(fig, out, dpi=100)
