@@ -12,17 +12,24 @@ from clippo.analysis.gap import (
     pca_2d,
 )
 from clippo.analysis.tokens import (
+    CORPORA,
     LanguageLengths,
+    TokenizationRow,
     clippo_sequence_length,
     compare_lengths,
     sentencepiece_lengths,
     share_of_languages_shorter,
+    token_corpora,
+    tokenization_summary,
+    tokenization_table,
     unknown_piece_rate,
 )
 
 __all__ = [
+    "CORPORA",
     "LanguageLengths",
     "PairDistances",
+    "TokenizationRow",
     "clippo_sequence_length",
     "compare_lengths",
     "modality_gap",
@@ -31,5 +38,8 @@ __all__ = [
     "pca_2d",
     "sentencepiece_lengths",
     "share_of_languages_shorter",
+    "token_corpora",
+    "tokenization_summary",
+    "tokenization_table",
     "unknown_piece_rate",
 ]
