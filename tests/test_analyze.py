@@ -146,4 +146,4 @@ def test_missing_model_npz_and_text_less_models_are_one_line_errors(tmp_path, va
 def test_analyze_needs_a_subcommand(capsys):
     with pytest.raises(SystemExit):
         main(["analyze"])
-    assert "{gap,patches}" in capsys.readouterr().err
+    assert "{gap,patches,tokens}" in capsys.readouterr().err

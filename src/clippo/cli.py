@@ -137,6 +137,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from clippo.models import from_pretrained
     from clippo.train.config import load_config, resolve_config
 
+    if args.model is None:  # not required by argparse: `clippo eval multilingual` has its own
+        raise ValueError("--model is required: a from_pretrained directory")
     config = args.config
     if config is None:  # the run that wrote the model: WORKDIR/model -> WORKDIR/config.yaml
         run_config = Path(args.model).parent / "config.yaml"
@@ -156,6 +158,88 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _print_skips(report, f"evaluation set {name}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _language_table(results: dict[str, float], ks: list[int]) -> list[str]:
+    """Lines of a per-language recall table (x100) from the multilingual evaluator's metrics."""
+    from clippo.eval.plots import per_language_values
+
+    columns = [f"{d}_recall@{k}" for d in ("i2t", "t2i", "bitext") for k in ks]
+    columns = [c for c in columns if per_language_values(results, c)]
+    values = {c: per_language_values(results, c) for c in columns}
+    images = per_language_values(results, "images")
+    langs = sorted(images, key=lambda g: (-values[columns[0]].get(g, 0), g))
+    head = f"{'language':<12} {'images':>6} " + " ".join(f"{c:>15}" for c in columns)
+    lines = [head, "-" * len(head)]
+    for lang in langs:
+        cells = " ".join(
+            f"{100 * values[c][lang]:>15.2f}" if lang in values[c] else f"{'-':>15}"
+            for c in columns
+        )
+        lines.append(f"{lang:<12} {int(images[lang]):>6} {cells}")
+    mean_cells = []
+    for c in columns:
+        hit = [v for k, v in results.items() if f"/{k}".endswith(f"/mean/{c}")]
+        mean_cells.append(f"{100 * hit[0]:>15.2f}" if hit else f"{'-':>15}")
+    lines.append(f"{'mean':<12} {'':>6} " + " ".join(mean_cells))
+    return lines
+
+
+def cmd_eval_multilingual(args: argparse.Namespace) -> int:
+    from clippo.atomic import atomic_write_text
+    from clippo.eval.plots import plot_per_language_recall
+    from clippo.eval.sets import EvalSets
+    from clippo.models import from_pretrained
+    from clippo.train.config import EvalSetConfig
+
+    name = args.name or Path(args.data).resolve().name
+    options = {
+        "ks": args.ks,
+        "pivot": args.pivot,
+        "languages": args.languages or [],
+        "bitext": not args.no_bitext,
+    }
+    sets = EvalSets(
+        {name: EvalSetConfig(data=args.data, evaluators={"multilingual": options})},
+        batch_size=args.batch_size,
+    )
+    model = from_pretrained(args.model)
+    print(f"embedding {args.data} (every image, every caption of every language) ...")
+    results = sets.run(model)
+    print("\n".join(["", f"{name}: recall (%) per language, model {args.model}"]))
+    print("\n".join(_language_table(results, args.ks)))
+    for set_name, report in sets.skipped().items():
+        _print_skips(report, f"evaluation set {set_name}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"model": str(args.model), "data": str(args.data), "metrics": results}
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1) + "\n")
+    n_images = max(v for k, v in results.items() if k.endswith("/images"))
+    chance = {d: 1 / n_images for d in ("t2i", "bitext")}
+    model_dir = Path(args.model).resolve()  # runs/NAME/model is named by its run
+    label = args.label or (model_dir.parent.name if model_dir.name == "model" else model_dir.name)
+    plot = plot_per_language_recall(
+        {label: results}, out / f"recall_at_{args.ks[0]}.png", k=args.ks[0], chance=chance
+    )
+    print(f"\nwrote {out / 'metrics.json'} and {plot}")
+    return 0
+
+
+def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clippo.data.build.tuxpaint import build_tuxpaint_set
+
+    with tqdm(desc="tuxpaint stamps", unit="stamp") as bar:
+        stats = build_tuxpaint_set(
+            args.out,
+            stamps_dir=args.stamps,
+            image_size=args.image_size,
+            progress=lambda n=1: bar.update(n),
+        )
+    print(json.dumps({k: v for k, v in stats.items() if k != "captions_per_language"}, indent=2))
+    print(f"wrote {args.out}/captions.jsonl and {args.out}/images/ (evaluation only)")
     return 0
 
 
@@ -479,6 +563,53 @@ def cmd_analyze_patches(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze_tokens(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from clippo.analysis.tokens import token_corpora, tokenization_summary, tokenization_table
+    from clippo.atomic import atomic_write_text
+    from clippo.eval.plots import plot_tokenization
+
+    require("sentencepiece", "counting SentencePiece tokens")
+    tokenizers = {Path(t).stem: t for t in args.tokenizer}
+    corpora = token_corpora(args.corpus, max_texts=args.max_texts)
+    rows = tokenization_table(corpora, tokenizers, image_size=args.image_size)
+    summary = tokenization_summary(rows, args.threshold)
+    head = (
+        f"{'corpus':<9} {'language':<12} {'tokenizer':<12} {'texts':>6} {'CLIPPO':>7} "
+        f"{'tokens':>7} {'shorter%':>8} {'unk%':>6}"
+    )
+    print(head + "\n" + "-" * len(head))
+    for r in sorted(rows, key=lambda r: (r.corpus, r.tokenizer, -r.clippo_shorter, r.language)):
+        print(
+            f"{r.corpus:<9} {r.language:<12} {r.tokenizer:<12} {r.n_texts:>6} "
+            f"{r.mean_clippo:>7.1f} {r.mean_tokens:>7.1f} {100 * r.clippo_shorter:>8.1f} "
+            f"{100 * r.unknown_rate:>6.1f}"
+        )
+    print(f"\nlanguages where CLIPPO is shorter for more than {args.threshold:.0%} of texts:")
+    for corpus, per_tokenizer in summary.items():
+        for name, share in per_tokenizer.items():
+            n = sum(r.corpus == corpus and r.tokenizer == name for r in rows)
+            print(f"  {corpus:<9} vs {name:<12} {share:>6.1%} of {n} languages")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "image_size": args.image_size,
+        "tokenizers": {k: str(v) for k, v in tokenizers.items()},
+        "threshold": args.threshold,
+        "summary": summary,
+        "rows": [asdict(r) for r in rows],
+    }
+    atomic_write_text(out / "tokens.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    written = [out / "tokens.json"]
+    for corpus in corpora:
+        mine = [asdict(r) for r in rows if r.corpus == corpus]
+        title = f"{corpus}: CLIPPO patches ({args.image_size} px) vs SentencePiece pieces"
+        written.append(plot_tokenization(mine, out / f"tokens_{corpus}.png", title=title))
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -516,13 +647,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a saved model on the config's validation data")
-    e.add_argument("--model", required=True, help="a from_pretrained directory")
+    e.add_argument("--model", default=None, help="a from_pretrained directory (required)")
     e.add_argument(
         "--config", default=None, help="default: the config.yaml of the run that wrote the model"
     )
     _add_set(e)
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_eval)
+    esub = e.add_subparsers(dest="benchmark", metavar="{multilingual}")
+    em = esub.add_parser(
+        "multilingual",
+        help="per-language image<->text and bitext retrieval on a caption set (XM3600 layout)",
+    )
+    em.add_argument("--model", required=True, help="a from_pretrained directory")
+    em.add_argument(
+        "--data",
+        required=True,
+        help="a folder with captions.jsonl and images/KEY.jpg: XM3600 as downloaded, or "
+        "`clippo data tuxpaint`'s output",
+    )
+    em.add_argument("--out", required=True, help="folder for metrics.json and the plot")
+    em.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10], help="recall@k cut-offs")
+    em.add_argument("--pivot", default="en", help="the language bitext queries retrieve")
+    em.add_argument("--languages", nargs="+", default=None, help="default: every language")
+    em.add_argument("--no-bitext", action="store_true", help="image<->text only")
+    em.add_argument("--batch-size", type=int, default=256)
+    em.add_argument("--name", default=None, help="metric prefix (default: the data folder name)")
+    em.add_argument("--label", default=None, help="the model's name in the plot")
+    em.set_defaults(func=cmd_eval_multilingual)
 
     data = sub.add_parser("data", help="build data sets").add_subparsers(
         dest="source", required=True
@@ -554,6 +706,14 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--shard-size", type=int, default=10_000)
     tp.add_argument("--seed", type=int, default=0)
     tp.set_defaults(func=cmd_data_textpairs)
+    tx = data.add_parser(
+        "tuxpaint",
+        help="the multilingual evaluation set from Debian's tuxpaint stamps (XM3600 layout)",
+    )
+    tx.add_argument("--out", required=True)
+    tx.add_argument("--stamps", default="/usr/share/tuxpaint/stamps", help="the stamps folder")
+    tx.add_argument("--image-size", type=int, default=256, help="longer side at most this")
+    tx.set_defaults(func=cmd_data_tuxpaint)
     lt = data.add_parser("langtasks", help="local language tasks in the GLUE TSV layout")
     lt.add_argument("--out", required=True)
     lt.add_argument("--seed", type=int, default=0)
@@ -622,7 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--scan", action="store_true", help="stack the layers (for scan=True ViTs)")
     ct.set_defaults(func=cmd_convert_to_bigvision)
 
-    an = sub.add_parser("analyze", help="representation analyses of a saved model (figures, JSON)")
+    an = sub.add_parser(
+        "analyze", help="analyses of models (figures, JSON) and of the input representation"
+    )
     ansub = an.add_subparsers(dest="analysis", required=True)
     ag = ansub.add_parser(
         "gap", help="modality gap, pair distances and the PCA picture on image/text shards"
@@ -638,6 +800,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="analysis", help="folder for the PNGs and patches.json")
     ap.add_argument("--k", type=int, default=30, help="components shown")
     ap.set_defaults(func=cmd_analyze_patches)
+    ak = ansub.add_parser(
+        "tokens", help="tokenization efficiency per language: CLIPPO patches vs SentencePiece"
+    )
+    ak.add_argument(
+        "--tokenizer",
+        nargs="+",
+        required=True,
+        help="SentencePiece .model files (e.g. the 2k model of `clippo tokenizer train`, mT5's)",
+    )
+    ak.add_argument(
+        "--corpus",
+        nargs="+",
+        default=["tuxpaint", "manuals", "fortunes"],
+        choices=("tuxpaint", "manuals", "fortunes"),
+    )
+    ak.add_argument("--out", required=True, help="folder for tokens.json and the plots")
+    ak.add_argument("--image-size", type=int, default=224, help="the render canvas (paper: 224)")
+    ak.add_argument("--max-texts", type=int, default=None, help="per language, evenly spaced")
+    ak.add_argument("--threshold", type=float, default=0.75, help="the paper's 75%%")
+    ak.set_defaults(func=cmd_analyze_tokens)
 
     ft = sub.add_parser("finetune", help="fine-tune on downstream tasks")
     ftsub = ft.add_subparsers(dest="benchmark", required=True)

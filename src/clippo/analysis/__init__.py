@@ -16,18 +16,25 @@ from clippo.analysis.gap import (
     pca_2d,
 )
 from clippo.analysis.tokens import (
+    CORPORA,
     LanguageLengths,
+    TokenizationRow,
     clippo_sequence_length,
     compare_lengths,
     sentencepiece_lengths,
     share_of_languages_shorter,
+    token_corpora,
+    tokenization_summary,
+    tokenization_table,
     unknown_piece_rate,
 )
 
 __all__ = [
     "FrequencyShares",
+    "CORPORA",
     "LanguageLengths",
     "PairDistances",
+    "TokenizationRow",
     "clippo_sequence_length",
     "compare_lengths",
     "frequency_shares",
@@ -39,5 +46,8 @@ __all__ = [
     "pca_2d",
     "sentencepiece_lengths",
     "share_of_languages_shorter",
+    "token_corpora",
+    "tokenization_summary",
+    "tokenization_table",
     "unknown_piece_rate",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,3 +141,138 @@ def share_of_languages_shorter(
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
     wins = sum(r.clippo_shorter > threshold for r in comparison.values())
     return wins / len(comparison)
+
+
+CORPORA = ("tuxpaint", "manuals", "fortunes")
+
+
+def _spread(texts: list[str], most: int | None) -> list[str]:
+    """At most ``most`` texts, evenly spaced over the list (all of them for None)."""
+    if most is None or len(texts) <= most:
+        return texts
+    return [texts[i] for i in np.linspace(0, len(texts) - 1, most).round().astype(int)]
+
+
+def token_corpora(
+    names: Sequence[str] = CORPORA, *, max_texts: int | None = None
+) -> dict[str, dict[str, list[str]]]:
+    """``{corpus: {language: texts}}`` from the Debian packages on this machine.
+
+    ``tuxpaint``: every stamp description (``tuxpaint-stamps-default``, 78 languages with
+    English); ``manuals``: the Debian reference's sentences in each installed language
+    (``debian-reference-LANG``); ``fortunes``: the English fortunes, one text per entry.
+    ``max_texts`` keeps that many per language, evenly spaced.
+    """
+    # Lazy: the builders import Pillow and torch, which measuring lengths never needs.
+    from clippo.data.build import textpairs, tuxpaint
+
+    unknown = [n for n in names if n not in CORPORA]
+    if unknown:
+        raise ValueError(f"unknown corpus {unknown}; known: {list(CORPORA)}")
+    out: dict[str, dict[str, list[str]]] = {}
+    for name in names:
+        by_lang: dict[str, list[str]] = {}
+        if name == "tuxpaint":
+            stamps = sorted(Path(tuxpaint.STAMPS_DIR).rglob("*.txt"))
+            if not stamps:
+                raise FileNotFoundError(
+                    f"no stamp descriptions under {tuxpaint.STAMPS_DIR}: "
+                    "apt-get install tuxpaint-stamps-default"
+                )
+            for path in stamps:
+                for lang, text in tuxpaint.read_stamp_descriptions(path).items():
+                    by_lang.setdefault(lang, []).append(text)
+        elif name == "manuals":
+            root = Path(textpairs.DEBIAN_REFERENCE_DIR)
+            langs = sorted({p.name.split(".")[1] for p in root.glob("ch01.*.html")})
+            if not langs:
+                raise FileNotFoundError(
+                    f"no manual under {root}: apt-get install debian-reference-en"
+                )
+            for lang in langs:
+                docs = textpairs.debian_reference_documents(lang)
+                by_lang[lang] = [s for d in docs for s in d]
+        else:
+            by_lang["en"] = [
+                e for path in textpairs.fortune_files() for e in textpairs.read_fortunes(path)
+            ]
+        out[name] = {lang: _spread(texts, max_texts) for lang, texts in sorted(by_lang.items())}
+    return out
+
+
+@dataclass(frozen=True)
+class TokenizationRow:
+    """One language of one corpus against one tokenizer (lengths in tokens per text)."""
+
+    corpus: str
+    language: str
+    tokenizer: str
+    n_texts: int
+    mean_clippo: float
+    mean_tokens: float
+    clippo_shorter: float  # share of texts where CLIPPO's sequence is strictly shorter
+    unknown_rate: float  # share of the tokenizer's pieces that are its unknown piece
+
+
+def tokenization_table(
+    corpora: Mapping[str, Mapping[str, Sequence[str]]],
+    tokenizers: Mapping[str, str | os.PathLike],
+    *,
+    image_size: int = 224,
+    lower: bool = True,
+    **render_options: Any,
+) -> list[TokenizationRow]:
+    """Per corpus, language and tokenizer: CLIPPO's mean length against the tokenizer's.
+
+    ``tokenizers`` maps a display name to a SentencePiece ``.model``. CLIPPO's lengths are
+    rendered once per language (``clippo_sequence_length`` with ``image_size`` and
+    ``render_options``); texts longer than the canvas are cut, as the model sees them.
+    """
+    if not tokenizers:
+        raise ValueError("give at least one SentencePiece .model")
+    for path in tokenizers.values():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"tokenizer {path} not found")
+    rows = []
+    for corpus, by_lang in corpora.items():
+        for language, texts in by_lang.items():
+            texts = list(texts)
+            ours = clippo_sequence_length(texts, image_size=image_size, **render_options)
+            for name, path in tokenizers.items():
+                pieces, unk = _pieces(texts, path, lower)
+                lengths = [len(ids) for ids in pieces]
+                result = compare_lengths(
+                    {language: texts}, lambda ts, o=ours: o, lambda ts, n=lengths: n
+                )
+                total = sum(lengths)
+                unknown = sum(ids.count(unk) for ids in pieces) / total if total else 0.0
+                r = result[language]
+                rows.append(
+                    TokenizationRow(
+                        corpus,
+                        language,
+                        name,
+                        r.n_texts,
+                        r.mean_clippo,
+                        r.mean_other,
+                        r.clippo_shorter,
+                        unknown,
+                    )  # fmt: skip
+                )
+    return rows
+
+
+def tokenization_summary(
+    rows: Sequence[TokenizationRow], threshold: float = 0.75
+) -> dict[str, dict[str, float]]:
+    """``{corpus: {tokenizer: fraction of languages where CLIPPO is shorter for more than
+    threshold of texts}}`` (the paper's Fig. 4 summary)."""
+    grouped: dict[tuple[str, str], dict[str, LanguageLengths]] = {}
+    for r in rows:
+        grouped.setdefault((r.corpus, r.tokenizer), {})[r.language] = LanguageLengths(
+            r.n_texts, r.mean_clippo, r.mean_tokens, r.clippo_shorter
+        )
+    out: dict[str, dict[str, float]] = {}
+    for (corpus, tokenizer), comparison in grouped.items():
+        out.setdefault(corpus, {})[tokenizer] = share_of_languages_shorter(comparison, threshold)
+    return out

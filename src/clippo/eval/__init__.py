@@ -5,8 +5,9 @@ Importing this package registers every evaluator (``clippo.eval.registry``); eva
 """
 
 from clippo.eval.fewshot import FewShotEvaluator, fewshot_lsr, lsr_predict, sample_fewshot_indices
+from clippo.eval.multilingual import MultilingualRetrievalEvaluator, multilingual_retrieval_metrics
 from clippo.eval.registry import EVALUATORS, build_evaluator, register
-from clippo.eval.retrieval import RetrievalEvaluator, retrieval_metrics
+from clippo.eval.retrieval import RetrievalEvaluator, retrieval_metrics, retrieval_ranks
 from clippo.eval.zeroshot import (
     ZeroShotEvaluator,
     build_zeroshot_classifier,
@@ -18,6 +19,7 @@ from clippo.eval.zeroshot import (
 __all__ = [
     "EVALUATORS",
     "FewShotEvaluator",
+    "MultilingualRetrievalEvaluator",
     "RetrievalEvaluator",
     "ZeroShotEvaluator",
     "build_evaluator",
@@ -26,8 +28,10 @@ __all__ = [
     "fewshot_lsr",
     "load_prompts",
     "lsr_predict",
+    "multilingual_retrieval_metrics",
     "register",
     "retrieval_metrics",
+    "retrieval_ranks",
     "sample_fewshot_indices",
     "zeroshot_accuracy",
 ]

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -202,3 +203,106 @@ def plot_patch_components(
     ax.set_title(title, fontsize=9, pad=10)
     fig.tight_layout()
     return _save(fig, out, dpi=100)
+
+
+def per_language_values(metrics: Mapping[str, float], metric: str) -> dict[str, float]:
+    """``{language: value}`` of ``LANG/METRIC`` entries (any ``SET/`` prefix dropped), no mean."""
+    out = {}
+    for key, value in metrics.items():
+        head, _, name = key.rpartition("/")
+        lang = head.rpartition("/")[2]
+        if name == metric and lang and lang != "mean":
+            out[lang] = float(value)
+    return out
+
+
+def plot_per_language_recall(
+    runs: Mapping[str, Mapping[str, float]],
+    out: str | os.PathLike,
+    *,
+    k: int = 1,
+    chance: Mapping[str, float] | None = None,
+) -> Path:
+    """Per-language recall@k bars (paper Fig. 3/8): one panel per direction (image->text,
+    text->image, bitext when present), one bar colour per run (``{run name: metrics}`` from the
+    multilingual evaluator), languages in the order of the first run's mean over directions;
+    ``chance`` (``{direction: recall}``) draws a dashed line."""
+    plt = _pyplot()
+    directions = [
+        (d, title)
+        for d, title in (
+            ("i2t", "image -> text"),
+            ("t2i", "text -> image"),
+            ("bitext", "text -> English text (bitext)"),
+        )
+        if any(per_language_values(m, f"{d}_recall@{k}") for m in runs.values())
+    ]
+    if not runs or not directions:
+        raise ValueError(f"no per-language recall@{k} in the metrics")
+    first = next(iter(runs.values()))
+    score: dict[str, list[float]] = {}
+    for d, _ in directions:
+        for lang, v in per_language_values(first, f"{d}_recall@{k}").items():
+            score.setdefault(lang, []).append(v)
+    langs = sorted(score, key=lambda lang: (-sum(score[lang]) / len(score[lang]), lang))
+    width = 0.8 / len(runs)
+    fig, axes = plt.subplots(
+        len(directions), 1, figsize=(max(6.0, 0.22 * len(langs) + 1.5), 2.6 * len(directions))
+    )
+    axes = np.atleast_1d(axes)
+    x = np.arange(len(langs))
+    for ax, (d, title) in zip(axes, directions, strict=True):
+        for i, (name, metrics) in enumerate(runs.items()):
+            values = per_language_values(metrics, f"{d}_recall@{k}")
+            heights = [100 * values.get(lang, np.nan) for lang in langs]
+            mean = [v for v in (values.get(lang) for lang in langs) if v is not None]
+            label = f"{name} (mean {100 * sum(mean) / max(len(mean), 1):.1f})"
+            ax.bar(x + (i - (len(runs) - 1) / 2) * width, heights, width, label=label)
+        if chance and d in chance:
+            ax.axhline(100 * chance[d], color="gray", linestyle="--", linewidth=1, label="chance")
+        ax.set_title(f"{title}: recall@{k} (%)", fontsize=10)
+        ax.set_xticks(x, langs, rotation=90, fontsize=7)
+        ax.set_xlim(-0.6, len(langs) - 0.4)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, out, dpi=110)
+
+
+def plot_tokenization(
+    rows: Sequence[Mapping[str, Any]], out: str | os.PathLike, *, title: str = ""
+) -> Path:
+    """Tokenization efficiency per language (paper Fig. 4/9) for one corpus: per tokenizer, the
+    mean sequence lengths of CLIPPO and of the tokenizer (top), and the share of texts where
+    CLIPPO is shorter with the paper's 75% line (bottom). ``rows``: dicts with ``language``,
+    ``tokenizer``, ``mean_clippo``, ``mean_tokens``, ``clippo_shorter``."""
+    plt = _pyplot()
+    if not rows:
+        raise ValueError("no rows to plot")
+    tokenizers = list(dict.fromkeys(r["tokenizer"] for r in rows))
+    langs = list(dict.fromkeys(r["language"] for r in rows))
+    clippo = {r["language"]: r["mean_clippo"] for r in rows}
+    langs.sort(key=lambda lang: (clippo[lang], lang))
+    at = {(r["tokenizer"], r["language"]): r for r in rows}
+    fig, axes = plt.subplots(2, 1, figsize=(max(5.0, 0.22 * len(langs) + 2), 6.0), sharex=True)
+    x = np.arange(len(langs))
+    width = 0.8 / (len(tokenizers) + 1)
+    axes[0].bar(x - 0.4 + width / 2, [clippo[lang] for lang in langs], width, label="CLIPPO")
+    for i, name in enumerate(tokenizers):
+        pos = x - 0.4 + (i + 1.5) * width
+        axes[0].bar(pos, [at.get((name, g), {}).get("mean_tokens", np.nan) for g in langs], width,
+                    label=name)  # fmt: skip
+        shares = [100 * at.get((name, g), {}).get("clippo_shorter", np.nan) for g in langs]
+        axes[1].bar(x + (i - (len(tokenizers) - 1) / 2) * (0.8 / len(tokenizers)), shares,
+                    0.8 / len(tokenizers), label=f"vs {name}")  # fmt: skip
+    axes[0].set_ylabel("mean tokens per text")
+    axes[0].set_title(title or "sequence length: CLIPPO patches vs SentencePiece pieces")
+    axes[1].axhline(75, color="gray", linestyle="--", linewidth=1, label="75%")
+    axes[1].set_ylabel("texts CLIPPO shorter (%)")
+    axes[1].set_ylim(0, 100)
+    axes[1].set_xticks(x, langs, rotation=90, fontsize=7)
+    for ax in axes:
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, dpi=110)

@@ -48,41 +48,45 @@ def retrieval_metrics(
     txt = txt / txt.norm(dim=1, keepdim=True).clamp_min(1e-12)
     ids = ids.long()
 
-    i2t_rank = _image_to_text_ranks(img, txt, ids, block_entries)
-    t2i_rank = _text_to_image_ranks(img, txt, ids, block_entries)
+    n = img.shape[0]
+    i2t_rank = retrieval_ranks(img, txt, torch.arange(n), ids, block_entries)
+    t2i_rank = retrieval_ranks(txt, img, ids, torch.arange(n), block_entries)
     out = {f"i2t_recall@{k}": (i2t_rank < k).float().mean().item() for k in ks}
     out.update({f"t2i_recall@{k}": (t2i_rank < k).float().mean().item() for k in ks})
     return out
 
 
-def _image_to_text_ranks(
-    img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, block_entries: int
+def retrieval_ranks(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    query_groups: torch.Tensor,
+    candidate_groups: torch.Tensor,
+    block_entries: int = _BLOCK_ENTRIES,
 ) -> torch.Tensor:
-    """Per image: number of other images' captions scoring >= its best own caption."""
-    n, m = img.shape[0], txt.shape[0]
-    rows = max(1, block_entries // m)
-    ranks = torch.empty(n, dtype=torch.long)
-    for start in range(0, n, rows):
-        scores = img[start : start + rows] @ txt.T
-        own = ids[None, :] == torch.arange(start, start + scores.shape[0])[:, None]
-        best_own = scores.masked_fill(~own, float("-inf")).amax(dim=1, keepdim=True)
-        ranks[start : start + rows] = ((scores >= best_own) & ~own).sum(dim=1)
-    return ranks
+    """Per query: the number of candidates of *other* groups scoring >= its best own-group one.
 
-
-def _text_to_image_ranks(
-    img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor, block_entries: int
-) -> torch.Tensor:
-    """Per text: number of wrong images scoring >= its own image."""
-    m, n = txt.shape[0], img.shape[0]
-    rows = max(1, block_entries // n)
+    A group is what a query and its correct candidates share (an image index: image->text
+    queries have their captions, text->image queries their image, a bitext query the pivot
+    captions of its image). Rank < k is a hit at k. Embeddings are compared by dot product
+    (normalise them first for cosine); every query's group needs at least one candidate.
+    """
+    queries, candidates = queries.float(), candidates.float()
+    query_groups, candidate_groups = query_groups.long(), candidate_groups.long()
+    missing = ~torch.isin(query_groups, candidate_groups)
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} queries have no correct candidate (groups e.g. "
+            f"{query_groups[missing][:5].tolist()})"
+        )
+    m, n = queries.shape[0], candidates.shape[0]
+    rows = max(1, block_entries // max(n, 1))
     ranks = torch.empty(m, dtype=torch.long)
     for start in range(0, m, rows):
-        scores = txt[start : start + rows] @ img.T
-        own_ids = ids[start : start + rows, None]
-        # The own score is read from the same block, so rounding cannot split a true tie.
-        own_score = scores.gather(1, own_ids)
-        ranks[start : start + rows] = (scores >= own_score).sum(dim=1) - 1
+        # The best own score is read from the same block, so rounding cannot split a true tie.
+        scores = queries[start : start + rows] @ candidates.T
+        own = query_groups[start : start + rows, None] == candidate_groups[None, :]
+        best_own = scores.masked_fill(~own, float("-inf")).amax(dim=1, keepdim=True)
+        ranks[start : start + rows] = ((scores >= best_own) & ~own).sum(dim=1)
     return ranks
 
 

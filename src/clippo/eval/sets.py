@@ -1,5 +1,6 @@
-"""Evaluation sets: named shard sets, each embedded once per evaluation and handed to its
-evaluators (``clippo.eval.registry``), each on its own schedule; metrics are ``SET/METRIC``.
+"""Evaluation sets: named shard sets (or multilingual caption sets in XM3600's layout,
+``clippo.data.captionsets``), each embedded once per evaluation and handed to its evaluators
+(``clippo.eval.registry``), each on its own schedule; metrics are ``SET/METRIC``.
 
 ``EvalSets`` is what a training run's engine calls (``due`` / ``run``) and what
 ``clippo eval`` runs once. Building it checks every set's data and every evaluator's options,
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from clippo.data import ShardDataset, expand_urls
+from clippo.data import BadImageError, ShardDataset, expand_urls, load_image
+from clippo.data.captionsets import CAPTIONS_FILE, is_caption_set, read_caption_set
 from clippo.eval.registry import build_evaluator
 from clippo.models.base import state_fingerprint
 from clippo.schema import ConfigError
@@ -32,6 +34,7 @@ class EmbeddedSet:
     texts: list[str]
     keys: list[str]
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # {reason: {shard: n}}
+    text_languages: list[str] | None = None  # per caption, for multilingual caption sets
 
 
 def _loader(pattern: str, model, batch_size: int, text_sampling: str, workers: int) -> DataLoader:
@@ -100,6 +103,72 @@ def embed_shards(
     return EmbeddedSet(image, text_emb, ids_t, label, texts, keys, skipped)
 
 
+@torch.no_grad()
+def embed_caption_set(
+    model,
+    root: str,
+    *,
+    batch_size: int = 256,
+    with_texts: bool = True,
+    captions: str = "all",
+) -> EmbeddedSet:
+    """Embeds a multilingual caption set (``clippo.data.captionsets``: XM3600's layout): every
+    image, and with ``with_texts`` every caption of every language (``captions="first"``: the
+    first per language), each distinct string once; ``text_languages`` says each one's language.
+    An image that cannot be decoded is skipped with its captions and counted."""
+    device = next(model.parameters()).device
+    data = read_caption_set(root)
+    transform = model.image_transform
+    kept: list[int] = []
+    images: list[torch.Tensor] = []
+    broken = 0
+    for start in range(0, len(data), batch_size):
+        pixels = []
+        for i in range(start, min(start + batch_size, len(data))):
+            try:
+                image = load_image(data.image_paths[i], draft_size=model.image_size)
+            except BadImageError:
+                broken += 1
+                continue
+            pixels.append(transform(image, key=data.keys[i]))
+            kept.append(i)
+        if pixels:
+            images.append(model.encode_image(torch.stack(pixels).to(device)).float().cpu())
+    if not images:
+        raise ValueError(f"no readable image in {root} ({broken} broken)")
+    texts, ids, languages = [], [], []
+    if with_texts:
+        for row, i in enumerate(kept):
+            for lang, fields in sorted(data.captions[i].items()):
+                fields = fields if captions == "all" else fields[:1]
+                texts.extend(fields)
+                ids.extend([row] * len(fields))
+                languages.extend([lang] * len(fields))
+    text_emb = torch.zeros(0, images[0].shape[1])
+    if texts:
+        # Translations often repeat a string (en_GB = en): each distinct one is embedded once.
+        unique = list(dict.fromkeys(texts))
+        emb = torch.cat(
+            [
+                model.encode_text(unique[i : i + batch_size]).float().cpu()
+                for i in range(0, len(unique), batch_size)
+            ]
+        )
+        row_of = {t: r for r, t in enumerate(unique)}
+        text_emb = emb[torch.tensor([row_of[t] for t in texts])]
+    skipped = {"broken": {CAPTIONS_FILE: broken}} if broken else {}
+    return EmbeddedSet(
+        image=torch.cat(images),
+        text=text_emb,
+        text_image_ids=torch.tensor(ids, dtype=torch.long),
+        labels=torch.full((len(kept),), -1, dtype=torch.long),
+        texts=texts,
+        keys=[data.keys[i] for i in kept],
+        skipped=skipped,
+        text_languages=languages if with_texts else None,
+    )
+
+
 @dataclass
 class EvalContext:
     """What an evaluator gets: the model, its set's embeddings and shared helpers."""
@@ -154,13 +223,25 @@ class EvalSets:
             where = f"eval.sets.{name}"
             if not s.data:
                 raise ConfigError(f"{where}.data: a shard pattern of held-out pairs is required")
-            expand_urls(s.data)  # a missing file fails now, not after training
+            # A missing file fails now, not after training.
+            caption_set = is_caption_set(s.data)
+            if caption_set:
+                read_caption_set(s.data)
+            else:
+                expand_urls(s.data)
             evaluators = {
                 key: build_evaluator(key, options, f"{where}.evaluators")
                 for key, options in s.evaluators.items()
             }
             if not evaluators:
                 raise ConfigError(f"{where}.evaluators: list at least one evaluator")
+            for key, evaluator in evaluators.items():
+                if getattr(evaluator, "needs_languages", False) and not caption_set:
+                    raise ConfigError(
+                        f"{where}.evaluators.{key}: needs captions per language: set {where}.data "
+                        f"to a folder with {CAPTIONS_FILE} (XM3600's layout, `clippo data "
+                        "tuxpaint`), not shards"
+                    )
             for evaluator in evaluators.values():
                 check = getattr(evaluator, "check", None)
                 if check is not None:
@@ -194,14 +275,23 @@ class EvalSets:
             for s in self.sets.values():
                 if not self._due(s, step, final):
                     continue
-                embedded = embed_shards(
-                    model,
-                    s.data,
-                    batch_size=self.batch_size,
-                    with_texts=s.needs_texts,
-                    captions=s.captions,
-                    workers=self.workers,
-                )
+                if is_caption_set(s.data):
+                    embedded = embed_caption_set(
+                        model,
+                        s.data,
+                        batch_size=self.batch_size,
+                        with_texts=s.needs_texts,
+                        captions=s.captions,
+                    )
+                else:
+                    embedded = embed_shards(
+                        model,
+                        s.data,
+                        batch_size=self.batch_size,
+                        with_texts=s.needs_texts,
+                        captions=s.captions,
+                        workers=self.workers,
+                    )
                 self.embedded[s.name] = embedded
                 if embedded.skipped:  # metrics over fewer samples than the shards hold
                     total = sum(n for shards in embedded.skipped.values() for n in shards.values())

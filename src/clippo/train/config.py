@@ -130,11 +130,12 @@ class EvalSetConfig:
     """One named evaluation set: its data, its evaluators and their options, its schedule.
 
     ``evaluators`` maps registered names (``clippo.eval.registry``: retrieval, zeroshot,
-    fewshot) to their options, e.g. ``{zeroshot: {prompts: openclipart}}``. Metrics are
-    written as ``SET/METRIC``.
+    fewshot, multilingual) to their options, e.g. ``{zeroshot: {prompts: openclipart}}``.
+    Metrics are written as ``SET/METRIC``.
     """
 
-    data: str = ""  # shard pattern of held-out image/text pairs
+    # shard pattern of held-out image/text pairs, or a caption-set folder (XM3600's layout)
+    data: str = ""
     every: int = 0  # steps between evaluations during training; 0: only at the end
     captions: str = "all"  # retrieval captions per image: "all" fields (COCO-style) or "first"
     evaluators: dict = field(default_factory=dict)

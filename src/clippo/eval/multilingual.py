@@ -1,0 +1,133 @@
+"""Per-language image<->text retrieval (CrossModal-3600's protocol) and bitext retrieval.
+
+Image<->text, per language: recall@k over the images that have a caption in that language,
+against that language's captions only, with several captions per image counted as COCO and
+big_vision do (``clippo.eval.retrieval``: image->text is a hit when any of its captions ranks
+in the top k; text->image counts every caption as a query). ``mean/...`` averages the
+languages, each weighing the same, as the paper's XM3600 averages do.
+
+Bitext (text->text), per language L other than the pivot (English): each caption in L queries
+the pivot captions of *all* images, and is a hit at k when one of its own image's pivot
+captions is among the top k. It measures how well the text side aligns languages, even where
+the image side is weak. Ties count as misses, as in ``retrieval_ranks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from clippo.eval.registry import register
+from clippo.eval.retrieval import retrieval_metrics, retrieval_ranks
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x).float()
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def multilingual_retrieval_metrics(
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    text_image_ids: torch.Tensor,
+    text_languages: Sequence[str],
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    pivot: str = "en",
+    languages: Sequence[str] | None = None,
+    bitext: bool = True,
+) -> dict[str, float]:
+    """``{LANG/i2t_recall@k, LANG/t2i_recall@k, LANG/bitext_recall@k, LANG/images, mean/...}``.
+
+    ``text_languages[j]`` is caption j's language; ``languages`` restricts the evaluation (None:
+    every language present). Bitext needs the ``pivot`` language and skips the pivot itself.
+    ``mean/bitext_recall@k`` averages the bitext languages.
+    """
+    img = _normalise(image_embeddings)
+    txt = _normalise(text_embeddings)
+    ids = torch.as_tensor(text_image_ids).long()
+    if len(text_languages) != txt.shape[0] or ids.shape != (txt.shape[0],):
+        raise ValueError(
+            f"{txt.shape[0]} text embeddings but {len(text_languages)} languages and "
+            f"{tuple(ids.shape)} image ids: give one of each per caption"
+        )
+    lang_of = list(text_languages)
+    present = sorted(set(lang_of))
+    chosen = present if languages is None else list(languages)
+    unknown = [lang for lang in chosen if lang not in present]
+    if unknown:
+        raise ValueError(f"no captions in language(s) {unknown}; present: {present}")
+    if not chosen:
+        raise ValueError("no language to evaluate")
+    if bitext and pivot not in present:
+        raise ValueError(f"bitext retrieval needs captions in the pivot language {pivot!r}")
+    rows_of: dict[str, list[int]] = {}
+    for j, lang in enumerate(lang_of):
+        rows_of.setdefault(lang, []).append(j)
+    by_lang = {lang: torch.tensor(rows) for lang, rows in rows_of.items()}
+
+    out: dict[str, float] = {}
+    for lang in chosen:
+        rows = by_lang[lang]
+        images, local = torch.unique(ids[rows], return_inverse=True)
+        metrics = retrieval_metrics(img[images], txt[rows], local, ks=ks)
+        out.update({f"{lang}/{name}": value for name, value in metrics.items()})
+        out[f"{lang}/images"] = int(images.numel())
+        if bitext and lang != pivot:
+            out.update(_bitext(txt, ids, by_lang[lang], by_lang[pivot], lang, ks))
+    for name in [f"{d}_recall@{k}" for d in ("i2t", "t2i") for k in ks]:
+        out[f"mean/{name}"] = sum(out[f"{lang}/{name}"] for lang in chosen) / len(chosen)
+    bitext_langs = [lang for lang in chosen if f"{lang}/bitext_recall@{ks[0]}" in out]
+    if bitext_langs:
+        for k in ks:
+            values = [out[f"{lang}/bitext_recall@{k}"] for lang in bitext_langs]
+            out[f"mean/bitext_recall@{k}"] = sum(values) / len(values)
+    out["languages"] = len(chosen)
+    return out
+
+
+def _bitext(
+    txt: torch.Tensor,
+    ids: torch.Tensor,
+    query_rows: torch.Tensor,
+    pivot_rows: torch.Tensor,
+    lang: str,
+    ks: Sequence[int],
+) -> dict[str, float]:
+    """Recall@k of ``lang``'s captions retrieving their image's pivot captions among all."""
+    with_pivot = torch.isin(ids[query_rows], ids[pivot_rows])
+    query_rows = query_rows[with_pivot]
+    if not query_rows.numel():
+        return {}
+    ranks = retrieval_ranks(txt[query_rows], txt[pivot_rows], ids[query_rows], ids[pivot_rows])
+    return {f"{lang}/bitext_recall@{k}": (ranks < k).float().mean().item() for k in ks}
+
+
+@register("multilingual")
+@dataclass
+class MultilingualRetrievalEvaluator:
+    """Per-language image<->text and bitext recall@k over a caption set's languages."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    pivot: str = "en"  # the bitext target language
+    languages: list[str] = field(default_factory=list)  # empty: every language of the set
+    bitext: bool = True
+    needs_texts = True
+    needs_languages = True  # its set must be a caption set (``clippo.data.captionsets``)
+
+    def __call__(self, ctx) -> dict[str, float]:
+        s = ctx.embedded
+        if s.text_languages is None:
+            raise ValueError("the multilingual evaluator needs captions per language")
+        return multilingual_retrieval_metrics(
+            s.image,
+            s.text,
+            s.text_image_ids,
+            s.text_languages,
+            ks=tuple(self.ks),
+            pivot=self.pivot,
+            languages=self.languages or None,
+            bitext=self.bitext,
+        )
