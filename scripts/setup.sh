@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in unifont fonts-unifont openclipart-png openclipart-svg tuxpaint-stamps-default fortunes debian-reference-en debian-reference-fr; do
+# iso-codes and dict-freedict-eng-fra: translation pairs (docs/multilingual.md installs the other dictionaries).
+for p in unifont fonts-unifont openclipart-png openclipart-svg tuxpaint-stamps-default fortunes debian-reference-en debian-reference-fr iso-codes dict-freedict-eng-fra; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -445,6 +445,7 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
         lang_b=args.lang_b,
         dropout_rate=args.dropout_rate,
         seed=args.seed,
+        max_per_language=args.max_per_language,
     )
     info = {"corpus": list(args.corpus), **info}
     with tqdm(total=len(pairs), desc=f"{args.source} pairs", unit="pair") as bar:
@@ -693,14 +694,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus",
         nargs="+",
         required=True,
-        help="presets debian-reference, fortunes; or text files / folders (nsp, dropout); "
+        help="presets debian-reference, fortunes, freedict, iso-codes; or text files / folders "
+        "(nsp, dropout); "
         "two aligned-line files or .tsv files (translation); 'a -> b' files (backtranslation)",
     )
     tp.add_argument("--out", required=True)
     tp.add_argument(
         "--lang", default="en", help="manual language (nsp/dropout; translation side a)"
     )
-    tp.add_argument("--lang-b", default="fr", help="manual language of translation side b")
+    tp.add_argument(
+        "--lang-b",
+        default="fr",
+        help="translation side b: a language (fr), several (fr,de,ja) or all; with the "
+        "freedict / iso-codes corpora, English-X pairs in each",
+    )
+    tp.add_argument(
+        "--max-per-language",
+        type=int,
+        default=None,
+        help="translation: at most this many pairs per language and corpus (a seeded sample)",
+    )
     tp.add_argument("--dropout-rate", type=float, default=0.1)
     tp.add_argument("--val-size", type=int, default=0)
     tp.add_argument("--shard-size", type=int, default=10_000)

@@ -156,7 +156,7 @@ class ContrastiveTask:
     """CLIP's contrastive loss over the global batch of image/text (and text/text) pairs."""
 
     def __init__(self, cfg: ExperimentConfig):
-        if not cfg.data.train:
+        if not cfg.data.train and cfg.data.text_pairs_per_batch < cfg.data.batch_size:
             raise ValueError(
                 "data.train is not set: give the training shards, e.g. "
                 "--set data.train='data/openclipart/train-{000000..000011}.tar' "

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from clippo.data.build.translations import translation_pairs
 from clippo.data.shards import write_split_shards
 
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
@@ -426,6 +427,18 @@ def corpus_documents(corpus: Sequence[str], lang: str = "en") -> list[list[str]]
     return documents
 
 
+# Locale -> the language suffix of the manual's HTML files.
+MANUAL_LANGUAGES = {"zh_CN": "zh-cn", "zh_TW": "zh-tw", "pt_BR": "pt-br"}
+
+
+def _manual_pairs(locale: str) -> list[Pair] | None:
+    """English-``locale`` sentence pairs of the manual, or None where it is not installed."""
+    manual = MANUAL_LANGUAGES.get(locale, locale)
+    if not (DEBIAN_REFERENCE_DIR / f"index.{manual}.html").is_file():
+        return None
+    return [(a, b) for _, a, b in align_debian_reference("en", manual)[0]]
+
+
 def corpus_pairs(
     source: str,
     corpus: Sequence[str],
@@ -434,11 +447,15 @@ def corpus_pairs(
     lang_b: str = "fr",
     dropout_rate: float = 0.1,
     seed: int = 0,
+    max_per_language: int | None = None,
 ) -> tuple[list[Pair], dict[str, Any]]:
     """All pairs of ``source`` from ``corpus`` and a description of what was read and dropped.
 
     ``translation``: ``debian-reference`` (aligned ``lang``/``lang_b``), two files of aligned
-    lines, or ``.tsv`` files; ``backtranslation``: files of ``original -> back-translated``
+    lines, or ``.tsv`` files; with ``freedict`` / ``iso-codes`` among the corpora, or several
+    ``lang_b`` (``fr,de,ja`` or ``all``), English-X pairs in each language
+    (``clippo.data.build.translations``, at most ``max_per_language`` per language and corpus);
+    ``backtranslation``: files of ``original -> back-translated``
     lines; ``nsp`` and ``dropout``: presets, text files or folders of them.
     """
     if source not in PAIR_SOURCES:
@@ -454,7 +471,17 @@ def corpus_pairs(
         info.update(documents=len(documents), sentences=len(sentences))
         pairs = list(word_dropout_pairs(sentences, rate=dropout_rate, seed=seed))
     elif source == "translation":
-        if list(corpus) == ["debian-reference"]:
+        if any(c in ("freedict", "iso-codes") for c in corpus) or "," in lang_b or lang_b == "all":
+            # Many languages at once (clippo.data.build.translations).
+            pairs, more = translation_pairs(
+                corpus,
+                lang_b.split(","),
+                max_per_language=max_per_language,
+                seed=seed,
+                extra={"debian-reference": _manual_pairs},
+            )
+            info.update(more)
+        elif list(corpus) == ["debian-reference"]:
             aligned, dropped = align_debian_reference(lang, lang_b)
             pairs = [(a, b) for _, a, b in aligned]
             info["alignment_dropped"] = dict(sorted(dropped.items()))

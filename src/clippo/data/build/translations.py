@@ -1,0 +1,197 @@
+"""English-X translation pairs in many languages from Debian packages, for multilingual
+co-training (CLIPPO section 3's text/text "translation" task).
+
+Sources (all offline, ``../shared/DATA.md``):
+
+- ``freedict``: the FreeDict English-X dictionaries (``dict-freedict-eng-XXX``, dictd format:
+  ``.index`` lines ``headword<TAB>offset<TAB>length`` in dictd's base64, into the gzip'd
+  ``.dict.dz``). Each entry gives the English headword and its first translation: everyday
+  words and short phrases.
+- ``iso-codes``: the gettext catalogues of Debian's ``iso-codes`` (country, language and
+  currency names, 100+ locales): short, alt-text-like strings.
+
+``clippo.data.build.textpairs.corpus_pairs`` adds the manual (``debian-reference``, aligned
+English-X by ``align_debian_reference``) and writes the shards.
+
+Languages are named by the locale codes the evaluation uses (tuxpaint's, XM3600's): ``fr``,
+``de``, ``zh_CN``, ``pt_BR``. Never read the tuxpaint packages here: they are the evaluation set.
+"""
+
+from __future__ import annotations
+
+import gettext
+import gzip
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DICTD_DIR = Path("/usr/share/dictd")
+LOCALE_DIR = Path("/usr/share/locale")
+ISO_CATALOGUES = ("iso_3166-1", "iso_639-2", "iso_4217")
+TRANSLATION_PRESETS = ("freedict", "iso-codes")
+
+# FreeDict's ISO 639-3 codes -> the locale codes of the evaluation sets.
+FREEDICT_LOCALES = {
+    "afr": "af", "ara": "ar", "bul": "bg", "ces": "cs", "cym": "cy", "dan": "da", "deu": "de",
+    "ell": "el", "fin": "fi", "fra": "fr", "gle": "ga", "hin": "hi", "hrv": "hr", "hun": "hu",
+    "ind": "id", "ita": "it", "jpn": "ja", "lat": "la", "lit": "lt", "nld": "nl", "nor": "nb",
+    "pol": "pl", "por": "pt", "rus": "ru", "spa": "es", "srp": "sr", "swe": "sv", "swh": "sw",
+    "tur": "tr",
+}  # fmt: skip
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)")
+_SKIP = ("see:", "synonyms:", "note:", "antonyms:", "see also:", '"')
+
+
+def _dictd_number(text: str) -> int:
+    """dictd's base64 offsets and lengths (big-endian digits of ``_B64``)."""
+    n = 0
+    for ch in text:
+        n = n * 64 + _B64.index(ch)
+    return n
+
+
+def _first_translation(entry: str, max_chars: int) -> str | None:
+    """The first usable translation of a dictd entry (the lines after the headword line)."""
+    for line in entry.splitlines()[1:]:
+        line = line.strip()
+        if not line or line.lower().startswith(_SKIP):
+            continue
+        line = re.sub(r"^\d+\.\s*", "", line)
+        line = _MARKUP.sub("", line)
+        first = re.split(r"[,;]", line)[0].strip(" .-‐")
+        if first and any(c.isalpha() for c in first) and len(first) <= max_chars:
+            return first
+    return None
+
+
+def freedict_locales(root: str | Path = DICTD_DIR) -> dict[str, Path]:
+    """``{locale: index file}`` of the installed English-X FreeDict dictionaries."""
+    out = {}
+    for index in sorted(Path(root).glob("freedict-eng-*.index")):
+        code = index.name.removeprefix("freedict-eng-").removesuffix(".index")
+        if code in FREEDICT_LOCALES:
+            out[FREEDICT_LOCALES[code]] = index
+    return out
+
+
+def freedict_pairs(
+    locale: str, root: str | Path = DICTD_DIR, *, max_chars: int = 40
+) -> list[tuple[str, str]]:
+    """(English headword, first translation) of every usable entry, in index order; entries
+    whose headword has no letters, is longer than ``max_chars``, or equals its translation are
+    left out."""
+    installed = freedict_locales(root)
+    if locale not in installed:
+        raise FileNotFoundError(
+            f"no FreeDict English-{locale} dictionary under {root} (installed: "
+            f"{sorted(installed)}); apt-get install dict-freedict-eng-XXX"
+        )
+    index = installed[locale]
+    data = gzip.decompress(index.with_suffix(".dict.dz").read_bytes())
+    pairs = []
+    for line in index.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3 or parts[0].startswith("00database"):
+            continue
+        _, offset, length = parts
+        start = _dictd_number(offset)
+        entry = data[start : start + _dictd_number(length)].decode("utf-8", errors="replace")
+        # The entry's own first line keeps the headword's case (the index folds it).
+        head = _MARKUP.sub("", entry.split("\n", 1)[0].split(" /", 1)[0]).strip()
+        if not head or len(head) > max_chars or not any(c.isalpha() for c in head):
+            continue
+        translation = _first_translation(entry, max_chars)
+        if translation and translation.lower() != head.lower():
+            pairs.append((head, translation))
+    return pairs
+
+
+def iso_codes_locales(root: str | Path = LOCALE_DIR) -> list[str]:
+    """Locales with at least one of the iso-codes catalogues."""
+    return sorted(
+        d.name
+        for d in Path(root).iterdir()
+        if any((d / "LC_MESSAGES" / f"{c}.mo").is_file() for c in ISO_CATALOGUES)
+    )
+
+
+def iso_codes_pairs(locale: str, root: str | Path = LOCALE_DIR) -> list[tuple[str, str]]:
+    """(English name, translated name) of countries, languages and currencies in ``locale``;
+    untranslated names (equal to the English) are left out."""
+    found = [
+        Path(root) / locale / "LC_MESSAGES" / f"{c}.mo"
+        for c in ISO_CATALOGUES
+        if (Path(root) / locale / "LC_MESSAGES" / f"{c}.mo").is_file()
+    ]
+    if not found:
+        raise FileNotFoundError(
+            f"no iso-codes catalogues for locale {locale!r} under {root} "
+            "(apt-get install iso-codes)"
+        )
+    pairs = []
+    for mo in found:
+        with open(mo, "rb") as f:
+            catalog = gettext.GNUTranslations(f)._catalog
+        for english, translated in catalog.items():
+            if isinstance(english, tuple):  # plural forms
+                continue
+            if english and translated and english != translated:
+                pairs.append((english, translated))
+    return pairs
+
+
+def translation_pairs(
+    corpora: Sequence[str],
+    locales: Sequence[str],
+    *,
+    max_per_language: int | None = None,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """English-X pairs from ``corpora`` (``TRANSLATION_PRESETS``, or names of ``extra``:
+    ``{name: function(locale) -> pairs or None}``) for each of ``locales`` (``["all"]``: every
+    locale freedict / iso-codes has); at most ``max_per_language`` per language and corpus (a
+    seeded sample). Returns the pairs and per-language counts."""
+    extra = extra or {}
+    valid = [*TRANSLATION_PRESETS, *extra]
+    bad = [c for c in corpora if c not in valid]
+    if bad:
+        raise ValueError(f"unknown translation corpora {bad}; valid: {valid}")
+    if list(locales) == ["all"]:
+        available: set[str] = set()
+        if "freedict" in corpora:
+            available |= set(freedict_locales())
+        if "iso-codes" in corpora:
+            available |= set(iso_codes_locales())
+        locales = sorted(available - {"en"})
+    iso_locales = set(iso_codes_locales()) if "iso-codes" in corpora else set()
+    rng = np.random.default_rng(seed)
+    pairs: list[tuple[str, str]] = []
+    counts: dict[str, dict[str, int]] = {}
+    for corpus in corpora:
+        for locale in locales:
+            if corpus in extra:
+                found = extra[corpus](locale)
+                if found is None:
+                    continue
+            elif corpus == "freedict":
+                if locale not in freedict_locales():
+                    continue
+                found = freedict_pairs(locale)
+            else:
+                if locale not in iso_locales:
+                    continue
+                found = iso_codes_pairs(locale)
+            if max_per_language is not None and len(found) > max_per_language:
+                keep = np.sort(rng.choice(len(found), max_per_language, replace=False))
+                found = [found[i] for i in keep]
+            if found:
+                counts.setdefault(locale, {})[corpus] = len(found)
+                pairs.extend(found)
+    if not pairs:
+        raise ValueError(f"no translation pairs from {list(corpora)} for locales {list(locales)}")
+    return pairs, {"languages": len(counts), "pairs_per_language": counts}

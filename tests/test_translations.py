@@ -1,0 +1,96 @@
+"""English-X translation pairs from FreeDict dictionaries and iso-codes catalogues."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from clippo.data.build.textpairs import corpus_pairs
+from clippo.data.build.translations import (
+    _B64,
+    _dictd_number,
+    freedict_locales,
+    freedict_pairs,
+    iso_codes_pairs,
+    translation_pairs,
+)
+
+
+def _b64(n: int) -> str:
+    digits = ""
+    while True:
+        digits = _B64[n % 64] + digits
+        n //= 64
+        if not n:
+            return digits
+
+
+def _write_dictd(root, code: str, entries: list[tuple[str, str]]) -> None:
+    """A dictd dictionary in FreeDict's layout: index (folded headword, base64 offset and
+    length) and the gzip'd entries."""
+    data, index = b"", []
+    for head, body in [("00databaseinfo", "00-database-info\nabout\n"), *entries]:
+        text = body.encode()
+        index.append(f"{head.lower()}\t{_b64(len(data))}\t{_b64(len(text))}")
+        data += text
+    (root / f"freedict-eng-{code}.index").write_text("\n".join(index) + "\n")
+    (root / f"freedict-eng-{code}.dict.dz").write_bytes(gzip.compress(data))
+
+
+def test_dictd_numbers_are_base64_digits():
+    assert [_dictd_number(s) for s in ("A", "B", "BA", "//", "c/")] == [0, 1, 64, 4095, 1855]
+    assert all(_dictd_number(_b64(n)) == n for n in (0, 63, 64, 12345, 10**7))
+
+
+def test_freedict_entries_give_headword_and_first_translation(tmp_path):
+    _write_dictd(
+        tmp_path,
+        "fra",
+        [
+            ("abyssinia", "Abyssinia /əbisiniə/\n1. Abyssinie\n2. Ethiopie\n"),
+            ("blow-off", "blow-off /blˈəʊ/ <n>\n see: {exhaust}\nAbblase <fem> [techn.], Ablass\n"),
+            ("adam", "Adam /ædəm/\nAdam\n"),  # untranslated: left out
+            ("123", "123\nun deux trois\n"),  # no letters in the headword: left out
+            ("frog", 'frog /frɒɡ/ <n>\n   "frogs" - grenouilles\n   grenouille (f) ; crapaud\n'),
+        ],
+    )
+    assert freedict_locales(tmp_path) == {"fr": tmp_path / "freedict-eng-fra.index"}
+    assert freedict_pairs("fr", tmp_path) == [
+        ("Abyssinia", "Abyssinie"),
+        ("blow-off", "Abblase"),
+        ("frog", "grenouille"),
+    ]
+    with pytest.raises(FileNotFoundError, match=r"no FreeDict English-de dictionary.*\['fr'\]"):
+        freedict_pairs("de", tmp_path)
+
+
+def test_iso_codes_pairs_are_translated_names_only():
+    pairs = iso_codes_pairs("fr")
+    assert ("Albania", "Albanie") in pairs and ("Germany", "Allemagne") in pairs
+    assert all(a != b for a, b in pairs)  # "Afghanistan" is the same in French: left out
+    assert ("Afghanistan", "Afghanistan") not in pairs
+    with pytest.raises(FileNotFoundError, match="no iso-codes catalogues for locale 'xx'"):
+        iso_codes_pairs("xx")
+
+
+def test_translation_pairs_cap_count_and_refuse_unknown_corpora():
+    pairs, info = translation_pairs(["iso-codes"], ["fr", "ja", "zz"], max_per_language=50)
+    assert len(pairs) == 100 and info["languages"] == 2  # zz: no catalogue, skipped
+    assert info["pairs_per_language"] == {"fr": {"iso-codes": 50}, "ja": {"iso-codes": 50}}
+    again, _ = translation_pairs(["iso-codes"], ["fr", "ja"], max_per_language=50)
+    assert again == pairs  # seeded
+    with pytest.raises(ValueError, match=r"unknown translation corpora \['wiki'\]"):
+        translation_pairs(["wiki"], ["fr"])
+    with pytest.raises(ValueError, match="no translation pairs"):
+        translation_pairs(["iso-codes"], ["zz"])
+
+
+@pytest.mark.skipif("fr" not in freedict_locales(), reason="needs dict-freedict-eng-fra")
+def test_corpus_pairs_reads_many_languages_through_the_translation_source():
+    pairs, info = corpus_pairs(
+        "translation", ["freedict", "iso-codes"], lang_b="fr,ja", max_per_language=20
+    )
+    counts = info["pairs_per_language"]
+    assert counts["fr"] == {"freedict": 20, "iso-codes": 20} and counts["ja"]["iso-codes"] == 20
+    assert len(pairs) == sum(sum(c.values()) for c in counts.values())
