@@ -275,23 +275,17 @@ class EvalSets:
             for s in self.sets.values():
                 if not self._due(s, step, final):
                     continue
-                if is_caption_set(s.data):
-                    embedded = embed_caption_set(
-                        model,
-                        s.data,
-                        batch_size=self.batch_size,
-                        with_texts=s.needs_texts,
-                        captions=s.captions,
-                    )
-                else:
-                    embedded = embed_shards(
-                        model,
-                        s.data,
-                        batch_size=self.batch_size,
-                        with_texts=s.needs_texts,
-                        captions=s.captions,
-                        workers=self.workers,
-                    )
+                # A caption-set folder (XM3600's layout) or image/text shards.
+                caption_set = is_caption_set(s.data)
+                embed = embed_caption_set if caption_set else embed_shards
+                embedded = embed(
+                    model,
+                    s.data,
+                    batch_size=self.batch_size,
+                    with_texts=s.needs_texts,
+                    captions=s.captions,
+                    **({} if caption_set else {"workers": self.workers}),
+                )
                 self.embedded[s.name] = embedded
                 if embedded.skipped:  # metrics over fewer samples than the shards hold
                     total = sum(n for shards in embedded.skipped.values() for n in shards.values())
