@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for p in unifont fonts-unifont openclipart-png openclipart-svg tuxpaint-stamps-default fortunes debian-reference-en debian-reference-fr; do
+for p in unifont fonts-unifont fonts-dejavu-core openclipart-png openclipart-svg tuxpaint-stamps-default fortunes debian-reference-en debian-reference-fr; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
