@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from PIL import Image
 
 import clippo
 from clippo.data import ImageTransform, load_image
-from clippo.eval.sets import _loader
+from clippo.eval.sets import embed_shards
 from clippo.factory import create_model
 from clippo.jobs.search import embed_folder, embed_image_files, image_files
 from clippo.models import CLIP, CLIPPO, ViT, ViTConfig
@@ -141,9 +142,15 @@ def test_create_model_and_transforms_gives_the_evaluation_preprocessing(model, t
 
 
 def test_one_preprocessing_for_evaluation_search_and_encode_image(model, folder, openclipart_small):
-    loader = _loader(str(openclipart_small[0] / "val-*.tar"), model, 8, "first", 0)
-    eval_tf = loader.dataset.image_transform
-    assert repr(eval_tf) == repr(model.image_transform) == repr(ImageTransform(32, train=False))
+    assert repr(model.image_transform) == repr(ImageTransform(32, train=False))
+    # Evaluation embeds shards with it: the first held-out image, by hand, gives the same row.
+    shard = sorted(openclipart_small[0].glob("val-*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith((".png", ".jpg")))
+        data = tar.extractfile(member).read()
+    embedded = embed_shards(model, str(shard), with_texts=False, max_examples=4)
+    by_hand = model.encode_image(model.image_transform(load_image(data, draft_size=32)))
+    assert torch.allclose(embedded.image[0], by_hand[0], atol=1e-6)
     emb, kept, skipped = embed_image_files(model, image_files(folder))
     assert torch.allclose(emb, model.encode_image(kept), atol=1e-6)
     assert list(skipped) == [str(folder / "broken.png")]

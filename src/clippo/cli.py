@@ -139,6 +139,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.model is None:  # not required by argparse: `clippo eval multilingual` has its own
         raise ValueError("--model is required: a from_pretrained directory")
+    if args.bench:
+        if args.config is not None or args.set:
+            raise ValueError(
+                "--benchmark runs the benchmarks' own evaluators: drop --config/--set, or list "
+                "the benchmarks as eval.sets.NAME: {kind: KIND, data: PATH} in the config"
+            )
+        return _eval_benchmarks(args)
     config = args.config
     if config is None:  # the run that wrote the model: WORKDIR/model -> WORKDIR/config.yaml
         run_config = Path(args.model).parent / "config.yaml"
@@ -157,7 +164,114 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, report in sets.skipped().items():
         _print_skips(report, f"evaluation set {name}")
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        from clippo.atomic import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _parse_benchmarks(specs: list[str]) -> dict[str, str]:
+    from clippo.eval.benchmarks import BENCHMARKS
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not path or name not in BENCHMARKS:
+            known = "\n".join(f"  {k}=PATH  {v}" for k, v in BENCHMARKS.items())
+            raise ValueError(f"--benchmark {spec!r}: expected NAME=PATH, one of\n{known}")
+        if name in out:
+            raise ValueError(
+                f"--benchmark {name} given twice; to run two sets of one kind, list them in a "
+                "config (eval.sets.NAME: {kind: ..., data: ...}) and pass --config"
+            )
+        out[name] = path
+    return out
+
+
+def _progress_factory():
+    """``EvalSets.run``'s progress callback: one tqdm bar per embedding pass."""
+    from tqdm import tqdm
+
+    bars = []
+
+    def start(description: str, total: int | None):
+        if bars:
+            bars[-1].close()
+        bars.append(tqdm(total=total, desc=description, unit="img", dynamic_ncols=True))
+        return bars[-1].update
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return start, close
+
+
+def _eval_benchmarks(args: argparse.Namespace) -> int:
+    import torch
+
+    from clippo.atomic import atomic_write_text
+    from clippo.eval.benchmarks import (
+        benchmark_kind,
+        default_evaluators,
+        nest_metrics,
+        other_metrics_table,
+        paper_table,
+        typographic_table,
+    )
+    from clippo.eval.plots import plot_typographic_examples
+    from clippo.eval.sets import EvalSets
+    from clippo.models import from_pretrained
+    from clippo.train.config import EvalSetConfig
+
+    specs = _parse_benchmarks(args.bench)
+    sets = EvalSets(
+        {
+            name: EvalSetConfig(
+                data=path,
+                kind=benchmark_kind(name),
+                evaluators=default_evaluators(
+                    name, path, typographic=args.typographic, fonts=args.fonts
+                ),
+            )
+            for name, path in specs.items()
+        },
+        batch_size=args.batch_size,
+        workers=args.workers,
+        cache_dir=None if args.no_cache else args.cache_dir,
+    )
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = from_pretrained(args.model).to(device)
+    model_dir = Path(args.model).resolve()
+    label = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    print(f"evaluating {args.model} on {', '.join(specs)} ({device})")
+    start, close = _progress_factory()
+    try:
+        results = nest_metrics(sets.run(model, progress=start))
+    finally:
+        close()
+    for title, lines in (
+        ("the paper's columns (%)", paper_table(results, label)),
+        ("typographic attack (%)", typographic_table(results)),
+        ("other figures (% unless a count)", other_metrics_table(results)),
+    ):
+        if lines:
+            print(f"\n{title}")
+            print("\n".join(lines))
+    for name, report in sets.skipped().items():
+        _print_skips(report, f"benchmark {name}")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {args.out}")
+    if args.plots:
+        for name, s in sets.sets.items():
+            attack = s.evaluators.get("typographic")
+            if attack is not None and attack.examples:
+                path = Path(args.plots) / f"typographic_{name}.png"
+                plot_typographic_examples(attack.examples, path, f"{label} on {name}")
+                print(f"wrote {path}")
     return 0
 
 
@@ -647,13 +761,52 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a saved model on the config's validation data")
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a saved model: the paper's benchmarks (--benchmark) or a config's sets",
+    )
     e.add_argument("--model", default=None, help="a from_pretrained directory (required)")
     e.add_argument(
         "--config", default=None, help="default: the config.yaml of the run that wrote the model"
     )
     _add_set(e)
-    e.add_argument("--out", default=None, help="write the metrics as JSON here")
+    e.add_argument(
+        "--out",
+        "--output",
+        dest="out",
+        default=None,
+        help="write the metrics as JSON here ({benchmark: {metric: value}} with --benchmark)",
+    )
+    e.add_argument(
+        "--benchmark",
+        dest="bench",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a benchmark in its download layout: imagenet, imagefolder, coco, flickr30k, "
+        "openclipart (val shards), tuxpaint (`clippo data tuxpaint`); repeat for several",
+    )
+    e.add_argument(
+        "--typographic",
+        action="store_true",
+        help="add the typographic attack to every labelled benchmark",
+    )
+    e.add_argument(
+        "--fonts",
+        nargs="+",
+        default=None,
+        help="typographic attack fonts: unifont, dejavu or .ttf paths (default: unifont dejavu)",
+    )
+    e.add_argument("--plots", default=None, help="folder for pictures of attacked examples")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images")
+    e.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    e.add_argument(
+        "--cache-dir",
+        default=str(Path.home() / ".cache" / "clippo"),
+        help="zero-shot classifiers kept by model fingerprint and prompt set",
+    )
+    e.add_argument("--no-cache", action="store_true", help="do not read or write --cache-dir")
     e.set_defaults(func=cmd_eval)
     esub = e.add_subparsers(dest="benchmark", metavar="{multilingual}")
     em = esub.add_parser(

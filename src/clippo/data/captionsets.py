@@ -20,6 +20,7 @@ from clippo.atomic import atomic_write_text
 CAPTIONS_FILE = "captions.jsonl"
 IMAGES_DIR = "images"
 KEY_FIELD = "image/key"
+CATEGORY_FIELD = "image/category"
 
 
 @dataclass
@@ -29,6 +30,8 @@ class CaptionSet:
     keys: list[str]
     image_paths: list[Path]
     captions: list[dict[str, list[str]]]  # per image: {language: captions}, non-empty lists
+    # per image: its "image/category" (tuxpaint's stamp folder), a zero-shot label; None if absent
+    categories: list[str | None] | None = None
 
     @property
     def languages(self) -> list[str]:
@@ -64,6 +67,7 @@ def read_caption_set(root: str | os.PathLike, *, check_images: bool = True) -> C
         )
     keys: list[str] = []
     captions: list[dict[str, list[str]]] = []
+    categories: list[str | None] = []
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -84,6 +88,8 @@ def read_caption_set(root: str | os.PathLike, *, check_images: bool = True) -> C
             seen[key] = lineno
             keys.append(key)
             captions.append(_languages(entry, where))
+            category = entry.get(CATEGORY_FIELD)
+            categories.append(category if isinstance(category, str) and category else None)
     if not keys:
         raise ValueError(f"{path} holds no images")
     paths = [_image_path(root, k) for k in keys]
@@ -93,7 +99,7 @@ def read_caption_set(root: str | os.PathLike, *, check_images: bool = True) -> C
             raise FileNotFoundError(
                 f"{len(missing)} images of {path} not found, e.g. {missing[:3]}"
             )
-    return CaptionSet(keys, paths, captions)
+    return CaptionSet(keys, paths, captions, categories if any(categories) else None)
 
 
 def _languages(entry: dict, where: str) -> dict[str, list[str]]:

@@ -150,6 +150,12 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image, *, key: str = "", epoch: int = 0) -> torch.Tensor:
         """Transform one image; ``key`` and ``epoch`` seed its augmentation."""
+        return to_tensor(self.view(image, key=key, epoch=epoch))
+
+    def view(self, image: Image.Image, *, key: str = "", epoch: int = 0) -> Image.Image:
+        """The ``size x size`` RGB image the model sees, before the conversion to floats (what a
+        picture of the model's input, or an edit of it such as a typographic attack, starts
+        from)."""
         image = to_rgb(image)
         augment = self.train and (self.flip or self.random_resized_crop is not None)
         rng = sample_rng(self.seed, epoch, key) if augment else None
@@ -161,7 +167,7 @@ class ImageTransform:
             out = self._resize(image, self._center_box(image.size))
         if self.train and self.flip and rng.random() < 0.5:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return to_tensor(out)
+        return out
 
     def _resize(self, image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
         # One resize with a source box crops and scales in a single pass; reducing_gap makes

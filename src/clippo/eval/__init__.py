@@ -8,6 +8,7 @@ from clippo.eval.fewshot import FewShotEvaluator, fewshot_lsr, lsr_predict, samp
 from clippo.eval.multilingual import MultilingualRetrievalEvaluator, multilingual_retrieval_metrics
 from clippo.eval.registry import EVALUATORS, build_evaluator, register
 from clippo.eval.retrieval import RetrievalEvaluator, retrieval_metrics, retrieval_ranks
+from clippo.eval.typographic import TypographicAttackEvaluator, attack_metrics
 from clippo.eval.zeroshot import (
     ZeroShotEvaluator,
     build_zeroshot_classifier,
@@ -21,7 +22,9 @@ __all__ = [
     "FewShotEvaluator",
     "MultilingualRetrievalEvaluator",
     "RetrievalEvaluator",
+    "TypographicAttackEvaluator",
     "ZeroShotEvaluator",
+    "attack_metrics",
     "build_evaluator",
     "build_zeroshot_classifier",
     "canonicalize_text",

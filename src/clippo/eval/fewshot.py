@@ -152,11 +152,14 @@ def _check_split(name: str, features: torch.Tensor, labels: torch.Tensor) -> Non
 class FewShotEvaluator:
     """big_vision's closed-form few-shot probe: the set's labelled images are the test set, the
     first ``train_examples`` labelled images of ``train_data`` (default: the run's training
-    shards) the pool that ``shots`` per class are drawn from."""
+    shards) the pool that ``shots`` per class are drawn from. ``train_data`` may also be a
+    class folder (``ROOT/CLASS/*.jpg``, e.g. ImageNet's train split): then ``per_class`` images
+    of each class (default: the largest shot count) are drawn, seeded, and read."""
 
     shots: list[int] = field(default_factory=lambda: [10])
     train_data: str | None = None
     train_examples: int = 2000
+    per_class: int = 0
 
     def check(self, sets, where: str) -> None:
         """Fails before training when no training source is known or the examples are 0."""
@@ -172,7 +175,20 @@ class FewShotEvaluator:
         labelled = s.labels >= 0
         if not self.shots or not labelled.any():
             return {}
-        train = ctx.train_embeddings(self.train_data or ctx.train_data, self.train_examples)
+        per_class = self.per_class or max(self.shots)
+        train = ctx.train_embeddings(
+            self.train_data or ctx.train_data, self.train_examples, per_class
+        )
+        if (
+            train.class_ids is not None
+            and s.class_ids is not None
+            and train.class_ids != s.class_ids
+        ):
+            raise ValueError(
+                f"few-shot: the training classes ({len(train.class_ids)}, e.g. "
+                f"{train.class_ids[:3]}) are not the evaluation set's ({len(s.class_ids)}, e.g. "
+                f"{s.class_ids[:3]}): labels would not match"
+            )
         num_classes = int(max(train.labels.max(), s.labels.max())) + 1
         return {
             f"fewshot_{shots}shot": fewshot_lsr(

@@ -306,3 +306,36 @@ def plot_tokenization(
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, out, dpi=110)
+
+
+def plot_typographic_examples(
+    examples: Sequence[Mapping[str, Any]], out: str | os.PathLike, title: str = ""
+) -> Path:
+    """Attacked images as the model saw them, one row per font, one column per image, each
+    titled with its true class, the written one and the model's answer (green: still right;
+    red: the written class; black: another). ``examples`` is the typographic evaluator's."""
+    plt = _pyplot()
+    fonts = sorted({f for ex in examples for f in ex.get("images", {})})
+    if not examples or not fonts:
+        raise ValueError("no attacked examples to draw")
+    fig, axes = plt.subplots(
+        len(fonts), len(examples), figsize=(1.9 * len(examples), 2.7 * len(fonts)), squeeze=False
+    )
+    for r, font in enumerate(fonts):
+        for c, ex in enumerate(examples):
+            ax = axes[r][c]
+            ax.axis("off")
+            if font not in ex.get("images", {}):
+                continue
+            ax.imshow(ex["images"][font], interpolation="nearest")
+            pred = ex["pred"].get(font, "?")
+            color = "green" if pred == ex["label"] else "red" if pred == ex["written"] else "black"
+            ax.set_title(
+                f"true: {ex['label']}\nwritten: {ex['written']}\n{font}: {pred}",
+                fontsize=7,
+                color=color,
+            )
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out, dpi=120)

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 import torch
 
 from clippo.eval.registry import register
-from clippo.prompts import build_zeroshot_classifier, canonicalize_text, load_prompts
+from clippo.prompts import (
+    build_zeroshot_classifier,
+    canonicalize_text,
+    load_prompts,
+    resolve_templates,
+)
 
 __all__ = [
     "ZeroShotEvaluator",
     "build_zeroshot_classifier",
     "canonicalize_text",
     "load_prompts",
+    "resolve_classes",
     "zeroshot_accuracy",
 ]
 
@@ -75,27 +81,57 @@ def zeroshot_accuracy(
     return {f"top{k}": (rank < k).float().mean().item() for k in topk}
 
 
+def resolve_classes(
+    prompts: str, templates: str, set_classnames: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """Class names and templates of a zero-shot evaluation: a packaged prompt set's
+    (``prompts``), or the set's own class names (class folders with a name file, caption sets
+    with categories) with ``templates`` (a prompt-set name or one template; default CLIP's 80
+    ImageNet ones)."""
+    if prompts:
+        classnames, packaged = load_prompts(prompts)
+        if set_classnames is not None and len(set_classnames) != len(classnames):
+            raise ValueError(
+                f"prompt set {prompts!r} has {len(classnames)} classes, the data set "
+                f"{len(set_classnames)}: drop prompts to use the data set's class names"
+            )
+        return classnames, resolve_templates(templates) if templates else packaged
+    if set_classnames is None:
+        raise ValueError(
+            "zero-shot needs class names: set prompts (a packaged prompt set), or give the data "
+            "set a class-name file (class folders: classnames.txt)"
+        )
+    return list(set_classnames), resolve_templates(templates or "imagenet")
+
+
 @register("zeroshot")
 @dataclass
 class ZeroShotEvaluator:
     """Zero-shot top-1 (and top-5 with 5+ classes) on the set's labelled images, with a packaged
-    prompt set (``clippo/assets/prompts/NAME.json``: class names and templates)."""
+    prompt set (``clippo/assets/prompts/NAME.json``: class names and templates) or the set's own
+    class names and ``templates``."""
 
     prompts: str = ""
+    templates: str = ""
+
+    @property
+    def needs_classnames(self) -> bool:
+        """Without a prompt set the class names must come from the data set."""
+        return not self.prompts
 
     def __post_init__(self) -> None:
-        if not self.prompts:
-            raise ValueError("prompts: name a packaged prompt set, e.g. openclipart or imagenet")
-        self.classnames, self.templates = load_prompts(self.prompts)  # a bad name fails now
+        if self.prompts:
+            load_prompts(self.prompts)  # a bad name fails now
+        if self.templates:
+            resolve_templates(self.templates)
 
     def __call__(self, ctx) -> dict[str, float]:
         s = ctx.embedded
         labelled = s.labels >= 0
         if not labelled.any():
             return {}
-        classifier = build_zeroshot_classifier(
-            ctx.encode_text, self.classnames, self.templates, ctx.batch_size
-        )
-        topk = (1, 5) if len(self.classnames) >= 5 else (1,)
+        classnames, templates = resolve_classes(self.prompts, self.templates, s.classnames)
+        classifier = ctx.classifier(classnames, templates)
+        topk = (1, 5) if len(classnames) >= 5 else (1,)
         acc = zeroshot_accuracy(s.image[labelled], s.labels[labelled], classifier, topk=topk)
         return {f"zeroshot_{k}": v for k, v in acc.items()}

@@ -134,8 +134,14 @@ class EvalSetConfig:
     Metrics are written as ``SET/METRIC``.
     """
 
-    # shard pattern of held-out image/text pairs, or a caption-set folder (XM3600's layout)
+    # shard pattern of held-out image/text pairs, or a caption-set folder (XM3600's layout),
+    # or the folder of a benchmark of ``kind``
     data: str = ""
+    # "" (shards or a caption set, by what ``data`` is) or a benchmark in its download layout:
+    # imagenet, imagefolder, coco, flickr30k (clippo.data.benchmarks); with no evaluators
+    # listed, a benchmark gets its default ones (clippo.eval.benchmarks)
+    kind: str = ""
+    options: dict = field(default_factory=dict)  # reader options: classnames (file), split
     every: int = 0  # steps between evaluations during training; 0: only at the end
     captions: str = "all"  # retrieval captions per image: "all" fields (COCO-style) or "first"
     evaluators: dict = field(default_factory=dict)
