@@ -206,9 +206,10 @@ def changed_settings(saved: dict, current: dict) -> list[str]:
             out |= flat(v, key + ".") if isinstance(v, dict) and v else {key: v}
         return out
 
-    # A key the saved config predates had its default then.
-    old = flat(ExperimentConfig().to_dict()) | flat(saved)
-    new = flat(current)
+    old, new = flat(saved), flat(current)
+    for k, v in flat(ExperimentConfig().to_dict()).items():  # keys the saved config predates
+        if k not in old and not any(o.startswith(k + ".") for o in old):
+            old[k] = v
     free = _FREE_ON_RESUME
     if new.get("optim.schedule.decay_type") == "rsqrt":
         free = (*free, "train.total_steps")
