@@ -282,3 +282,20 @@ def test_compiled_training_equals_eager(tmp_path):
             torch.testing.assert_close(compiled[k], eager[k], rtol=1e-3, atol=1e-5, msg=k)
     for row, ref in zip(_rows(tmp_path / "compiled"), _rows(tmp_path / "eager"), strict=True):
         assert row["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-4)
+
+
+def test_a_sigmoid_trained_model_keeps_its_bias_in_its_directory(tmp_path):
+    from clippo.models import from_pretrained
+
+    cfg = load_config(_tree(loss={"name": "sigmoid", "bias_init": -7.0}))
+    model = SyntheticContrastiveTask(cfg).build_model()
+    assert model.logit_bias.item() == -7.0 and model.logit_scale.exp().item() == pytest.approx(10)
+    model.save_pretrained(tmp_path)
+    loaded = from_pretrained(tmp_path)
+    assert loaded.cfg.bias_init == -7.0 and loaded.logit_bias.item() == -7.0
+    # A softmax-trained start point gets the bias when fine-tuned with the sigmoid loss.
+    plain = SyntheticContrastiveTask(load_config(_tree())).build_model()
+    assert plain.logit_bias is None
+    plain.save_pretrained(tmp_path / "plain")
+    tree = _tree(loss={"name": "sigmoid"}, model={"init": str(tmp_path / "plain")})
+    assert SyntheticContrastiveTask(load_config(tree)).build_model().logit_bias.item() == -10.0
