@@ -186,6 +186,16 @@ SINGLE = {
 }
 
 
+class _WholeWeights:
+    """An evaluator that reads whole weights (on the main process only, as evaluators do)."""
+
+    def due(self, step, final):
+        return final
+
+    def run(self, model, step, final):
+        return {"probe/head_sum": model.image.head.weight.sum().item()}
+
+
 def _resume_with(workdir, tree, sharding):
     """Drops the last checkpoint and the model, then resumes under ``sharding``."""
     if dist.get_rank() == 0:
@@ -209,7 +219,7 @@ def _worker(rank, port, root, out):
     try:
         for name, (tree, _) in VARIANTS.items():
             cfg = load_config(_tree(**tree))
-            run(SyntheticContrastiveTask(cfg), cfg, root / name)
+            run(SyntheticContrastiveTask(cfg), cfg, root / name, evaluation=_WholeWeights())
         # Checkpoints hold whole tensors: FSDP's resume under DDP, and DDP's under FSDP.
         shutil.copytree(root / "fsdp", root / "fsdp_then_ddp") if rank == 0 else None
         shutil.copytree(root / "ddp", root / "ddp_then_fsdp") if rank == 0 else None
@@ -258,6 +268,11 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
                 # arbitrary.
                 continue
             torch.testing.assert_close(got[k], want[k], rtol=1e-3, atol=1e-5, msg=f"{name}: {k}")
+        if name in VARIANTS:  # evaluation saw the trained weights, whole, under FSDP too
+            lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+            rows = [json.loads(x) for x in lines]
+            probe = [r["probe/head_sum"] for r in rows if "probe/head_sum" in r]
+            assert probe == [pytest.approx(got["image.head.weight"].sum().item(), rel=1e-6)]
         # Adaptive steps hide a gradient's scale; the logged global norm and loss do not.
         pairs = zip(_rows(tmp_path / name), _rows(tmp_path / f"single_{ref}"), strict=True)
         for row, ref_row in pairs:
