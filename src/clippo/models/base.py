@@ -114,9 +114,22 @@ class ContrastiveModel(PretrainedModel):
         """Whether the image tower is frozen, so its features can be computed once."""
         return False
 
-    def init_temperature(self, init: float) -> None:
-        """The learned temperature ``t``, stored as log(init) (the paper: init 10)."""
+    def init_temperature(self, init: float, bias_init: float | None = None) -> None:
+        """The learned temperature ``t``, stored as log(init) (the paper: init 10), and with
+        ``bias_init`` SigLIP's learned logit bias ``b`` (big_vision: -10)."""
         self.t = nn.Parameter(torch.tensor([math.log(init)]))
+        if bias_init is not None:
+            self.b = nn.Parameter(torch.tensor([float(bias_init)]))
+
+    def add_logit_bias(self, init: float) -> None:
+        """Gives a model built without one SigLIP's logit bias (kept in its config.json)."""
+        self.cfg.bias_init = init
+        self.b = nn.Parameter(torch.tensor([float(init)], device=self.t.device))
+
+    @property
+    def logit_bias(self) -> nn.Parameter | None:
+        """The learned logit bias of the sigmoid loss, or None (softmax-trained models)."""
+        return getattr(self, "b", None)
 
     @property
     def logit_scale(self) -> nn.Parameter:

@@ -35,6 +35,7 @@ class CLIPConfig:
     )
     out_dim: int = 768
     temperature_init: float = 10.0
+    bias_init: float | None = None  # SigLIP's learned logit bias (loss.name sigmoid)
     tokenizer: str | None = None  # a SentencePiece .model; needed only to read strings
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class CLIPConfig:
             "text": self.text.to_dict(),
             "out_dim": self.out_dim,
             "temperature_init": self.temperature_init,
+            **({"bias_init": self.bias_init} if self.bias_init is not None else {}),
             "tokenizer": self.tokenizer,
         }
 
@@ -70,6 +72,7 @@ class OneTowerCLIPConfig:
     max_len: int = 196
     out_dim: int = 768
     temperature_init: float = 10.0
+    bias_init: float | None = None  # SigLIP's learned logit bias (loss.name sigmoid)
     tokenizer: str | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class OneTowerCLIPConfig:
             "max_len": self.max_len,
             "out_dim": self.out_dim,
             "temperature_init": self.temperature_init,
+            **({"bias_init": self.bias_init} if self.bias_init is not None else {}),
             "tokenizer": self.tokenizer,
         }
 
@@ -104,7 +108,7 @@ class _TokenizedCLIP(ContrastiveModel):
         super().__init__()
         self.cfg = cfg
         self.image = ViT(cfg.vit)
-        self.init_temperature(cfg.temperature_init)
+        self.init_temperature(cfg.temperature_init, cfg.bias_init)
         self._tokenizer = None
         if cfg.tokenizer is not None:
             _ = self.tokenizer  # fail early on a missing file or a vocabulary too large

@@ -24,6 +24,7 @@ class CLIPPOConfig:
     vit: ViTConfig = field(default_factory=lambda: ViTConfig.from_variant("B/16"))
     out_dim: int = 768
     temperature_init: float = 10.0
+    bias_init: float | None = None  # SigLIP's learned logit bias (loss.name sigmoid)
     text_tower: str = "shared"
     # Keyword arguments of clippo.render.UnifontRenderer; image_size always follows the ViT's.
     render: dict = field(default_factory=dict)
@@ -43,6 +44,7 @@ class CLIPPOConfig:
             "vit": self.vit.to_dict(),
             "out_dim": self.out_dim,
             "temperature_init": self.temperature_init,
+            **({"bias_init": self.bias_init} if self.bias_init is not None else {}),
             "text_tower": self.text_tower,
             "render": dict(self.render),
         }
@@ -86,7 +88,7 @@ class CLIPPO(ContrastiveModel):
             self.text_patch_embed = make_patch_embed(cfg.vit)
         elif cfg.text_tower == "separate_head":
             self.text_head = make_head(cfg.vit)
-        self.init_temperature(cfg.temperature_init)
+        self.init_temperature(cfg.temperature_init, cfg.bias_init)
         self._renderer = None
 
     @property

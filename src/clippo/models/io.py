@@ -135,13 +135,19 @@ def _dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[torch_dtype]
 
 
-def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike) -> Path:
+def save_pretrained(
+    model: torch.nn.Module,
+    directory: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Writes ``config.json``, ``model.safetensors`` and any ``tokenizer.model`` into
-    ``directory`` (atomically per file); returns the directory."""
+    ``directory`` (atomically per file); returns the directory. ``state_dict``: the weights to
+    write instead of ``model.state_dict()`` (whole tensors of a sharded model)."""
     config = _config_of(model)  # before touching the directory: an unsavable model writes nothing
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     atomic_write(directory / "model.safetensors", lambda p: save_file(tensors, p))
     source = _tokenizer_path(config)
     if source:

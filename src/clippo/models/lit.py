@@ -65,6 +65,7 @@ class LiTConfig:
     text: TextTransformerConfig | None = None  # tokens tower
     out_dim: int | None = None  # None: the image tower's output size
     temperature_init: float = 10.0
+    bias_init: float | None = None  # SigLIP's learned logit bias (loss.name sigmoid)
     tokenizer: str | None = None  # tokens tower: a SentencePiece .model
     max_len: int = 64  # tokens and minilm towers: tokens per text
     render: dict = field(default_factory=dict)  # pixels tower: UnifontRenderer arguments
@@ -274,7 +275,7 @@ class LiT(ContrastiveModel):
         )
         self.text = self._build_text_tower()
         self.text_head = _linear_head(self._text_features(), cfg.out_dim)
-        self.init_temperature(cfg.temperature_init)
+        self.init_temperature(cfg.temperature_init, cfg.bias_init)
         self._reader = None
         for tower, mode in ((self.image, cfg.image_mode), (self.text, cfg.text_mode)):
             if mode == "L":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clippo.factory import model_class, parse_model_name
+from clippo.losses import LOSSES
 from clippo.schema import ConfigError, apply_overrides, build, read_yaml
 from clippo.train.optim import OPTIMIZERS
 from clippo.train.schedules import create_schedule
@@ -22,6 +23,7 @@ from clippo.train.schedules import create_schedule
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "resolve_config"]
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
+SHARDINGS = ("ddp", "fsdp")
 
 
 def resolve_config(name_or_path: str | os.PathLike) -> Path:
@@ -123,6 +125,24 @@ class TrainConfig:
     # The paper's step rule for co-training: scale total_steps by batch / image pairs per batch,
     # so as many image/alt-text pairs are seen as without text pairs (50% pairs -> 2x steps).
     keep_image_pairs_constant: bool = False
+    # GradCache (open_clip's --accum-freq): the batch runs as this many micro-batches, first
+    # without gradients to get every embedding, then again with them; the gradient is the
+    # whole batch's, the activation memory a micro-batch's.
+    accum_steps: int = 1
+    compile: bool = False  # torch.compile the model's forward (same numbers as eager)
+    # ddp: whole model on every process; fsdp: FSDP2 (fully_shard per transformer block).
+    sharding: str = "ddp"
+
+
+@dataclass
+class LossConfig:
+    """The contrastive loss (``clippo.losses``): softmax (CLIP) or sigmoid (SigLIP)."""
+
+    name: str = "softmax"
+    # softmax: each process computes only its rows of the global logit matrix (open_clip's
+    # local_loss); same gradient, 1/processes of the logits. The sigmoid loss always does.
+    local: bool = False
+    bias_init: float = -10.0  # sigmoid: the learned logit bias's start (big_vision's siglip)
 
 
 @dataclass
@@ -183,6 +203,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict:
@@ -261,7 +282,23 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"train.collective_timeout_s must be positive, got {cfg.train.collective_timeout_s}"
         )
-    for name in ("total_steps", "log_every", "ckpt_every", "keep_ckpts"):
+    if cfg.loss.name not in LOSSES:
+        raise ConfigError(f"loss.name must be one of {', '.join(LOSSES)}, got {cfg.loss.name!r}")
+    if cfg.train.sharding not in SHARDINGS:
+        raise ConfigError(
+            f"train.sharding must be one of {', '.join(SHARDINGS)}, got {cfg.train.sharding!r}"
+        )
+    if cfg.train.accum_steps > 1 and cfg.train.sharding == "fsdp":
+        raise ConfigError(
+            "train.accum_steps > 1 works with train.sharding ddp only (FSDP's sharded gradient "
+            "reduction is not wired into the cached-embedding pass yet)"
+        )
+    if cfg.train.accum_steps > cfg.data.batch_size:
+        raise ConfigError(
+            f"train.accum_steps {cfg.train.accum_steps} exceeds data.batch_size "
+            f"{cfg.data.batch_size}: every micro-batch needs at least one example"
+        )
+    for name in ("total_steps", "log_every", "ckpt_every", "keep_ckpts", "accum_steps"):
         if getattr(cfg.train, name) <= 0:
             raise ConfigError(f"train.{name} must be positive, got {getattr(cfg.train, name)}")
     for name, s in cfg.eval.sets.items():

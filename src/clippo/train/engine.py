@@ -13,6 +13,7 @@ position, random state), the NaN stop, metrics (``metrics.jsonl`` and TensorBoar
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -42,7 +43,15 @@ from clippo.train.checkpoint import (
     set_rng_state,
 )
 from clippo.train.config import ExperimentConfig
-from clippo.train.distributed import DistEnv, all_reduce_mean, init_distributed
+from clippo.train.distributed import (
+    DistEnv,
+    all_reduce_mean,
+    average_gradients,
+    full_state_dict,
+    init_distributed,
+    load_full_state_dict,
+    shard_model,
+)
 from clippo.train.optim import build_optimizer
 from clippo.train.schedules import create_schedule
 
@@ -85,7 +94,12 @@ class Task(Protocol):
         """One batch -> its loss; the forward pass runs inside the ``autocast()`` context."""
 
     def logged(self, model: nn.Module) -> dict[str, float]:
-        """Scalars of the model to log as ``train/NAME`` after a log step's update."""
+        """Scalars of the model to log as ``train/NAME`` after a log step's update (called on
+        every process: under FSDP the model's tensors are shards)."""
+
+    # Optional, for ``train.accum_steps`` > 1:
+    # accumulate(model, batch, device, autocast, steps) -> StepOutput leaves the whole batch's
+    # gradient (on this process) in .grad, working through ``steps`` micro-batches.
 
 
 class Evaluation(Protocol):
@@ -108,11 +122,15 @@ def native_bf16(device: torch.device) -> bool:
         return False
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` (fp32, bf16, auto) computes in bfloat16 on ``device``."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
 def autocast_for(precision: str, device: torch.device):
     """A context factory: bfloat16 autocast for ``bf16`` (and ``auto`` where bf16 is native),
     else none."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
-    if use_bf16:
+    if uses_bf16(precision, device):
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
@@ -165,6 +183,10 @@ class _MetricsWriter:
 _FREE_ON_RESUME = (
     "data.workers",
     "train.threads",
+    # The same gradient and state either way: checkpoints hold whole tensors.
+    "train.accum_steps",
+    "train.compile",
+    "train.sharding",
     "train.log_every",
     "train.ckpt_every",
     "train.keep_ckpts",
@@ -185,6 +207,9 @@ def changed_settings(saved: dict, current: dict) -> list[str]:
         return out
 
     old, new = flat(saved), flat(current)
+    for k, v in flat(ExperimentConfig().to_dict()).items():  # keys the saved config predates
+        if k not in old and not any(o.startswith(k + ".") for o in old):
+            old[k] = v
     free = _FREE_ON_RESUME
     if new.get("optim.schedule.decay_type") == "rsqrt":
         free = (*free, "train.total_steps")
@@ -261,7 +286,22 @@ def run(
                 "or choose a new work directory"
             )
 
+    accum = cfg.train.accum_steps
+    if accum > 1 and not hasattr(task, "accumulate"):
+        raise ValueError(
+            f"train.accum_steps {accum}: {type(task).__name__} has no cached-embedding "
+            "accumulation (only the contrastive task does); set train.accum_steps=1"
+        )
     model = task.build_model().to(env.device)
+    fsdp = cfg.train.sharding == "fsdp" and env.world_size > 1
+    eval_copy = None
+    if fsdp:
+        # Evaluators read whole tensors: the main process keeps an unsharded copy (on the CPU
+        # between evaluations) and loads the gathered weights into it when one is due.
+        if evaluation is not None and env.is_main:
+            eval_copy = copy.deepcopy(model).cpu()
+        bf16 = uses_bf16(cfg.train.precision, env.device)
+        shard_model(model, torch.bfloat16 if bf16 else None)
     total_steps = task.total_steps
     schedule = create_schedule(total_steps, **dataclasses.asdict(cfg.optim.schedule))
     optim = cfg.optim
@@ -287,7 +327,7 @@ def run(
                 "not apply to the restored optimizer and data state; resume with the run's "
                 "config.yaml, or start a new work directory"
             )
-        model.load_state_dict(state["model"])
+        load_full_state_dict(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
@@ -298,9 +338,12 @@ def run(
             _drop_rows_after(workdir / "metrics.jsonl", step)  # those steps are trained again
 
     ddp = model
-    if env.world_size > 1:
+    if env.world_size > 1 and not fsdp:
         ids = [env.device] if env.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=ids)
+    forward = torch.compile(ddp) if cfg.train.compile else ddp
+    # GradCache's passes must not all-reduce in each backward: gradients are averaged after.
+    no_sync = ddp.no_sync if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext
     autocast = autocast_for(cfg.train.precision, env.device)
     batches = iter(make_loader(task.batches(model, env, step), cfg.data.workers))
     writer = _MetricsWriter(workdir) if env.is_main else None
@@ -310,13 +353,22 @@ def run(
     try:
         while step < total_steps:
             batch = next(batches)
-            out = task.loss(ddp, batch, env.device, autocast)
+            optimizer.zero_grad(set_to_none=True)
+            if accum > 1:
+                with no_sync():
+                    out = task.accumulate(forward, batch, env.device, autocast, accum)
+            else:
+                out = task.loss(forward, batch, env.device, autocast)
             if not torch.isfinite(out.loss):
                 raise NonFiniteLossError(
                     f"loss is {out.loss.item()} at step {step + 1}; stopped, {_last_good(ckpt_dir)}"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            if accum > 1:
+                average_gradients(model)
+            else:
+                out.loss.backward()
+                if fsdp:  # FSDP reduces its shards' gradients, not those it left whole
+                    average_gradients(model, whole_only=True)
             optimizer.step()  # clips by global norm first, as big_vision's chain does
             scheduler.step()
             step += 1
@@ -344,7 +396,10 @@ def run(
             if step % cfg.train.ckpt_every == 0 or step == total_steps:
                 # An update can poison the weights while the loss that led to it was finite:
                 # such a state is never written, so the last checkpoint stays a good one.
-                bad = first_non_finite(model.state_dict(), optimizer.state_dict()["state"])
+                # Whole tensors, gathered on every process under FSDP: a checkpoint resumes
+                # under DDP or FSDP alike.
+                model_state, optim_state = full_state_dict(model), optimizer.full_state_dict()
+                bad = first_non_finite(model_state, optim_state["state"])
                 if bad is not None:
                     raise NonFiniteLossError(
                         f"{bad!r} became non-finite by step {step}; stopped without saving it, "
@@ -355,8 +410,8 @@ def run(
                         ckpt_dir,
                         step,
                         {
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
+                            "model": model_state,
+                            "optimizer": optim_state,
                             "scheduler": scheduler.state_dict(),
                             "step": step,
                             "rng": rng_state(),
@@ -366,8 +421,16 @@ def run(
                     )
             final = step == total_steps
             if evaluation is not None and evaluation.due(step, final):
+                evaluated = model
+                if fsdp:
+                    weights = full_state_dict(model)  # every process takes part
+                    if env.is_main:
+                        eval_copy.load_state_dict(weights)
+                        evaluated = eval_copy.to(env.device).train()
                 if env.is_main:  # other ranks wait: evaluation sets are small
-                    results = evaluation.run(model, step, final)
+                    results = evaluation.run(evaluated, step, final)
+                    if fsdp:
+                        eval_copy.cpu()
                     last.update(results)
                     writer.write(step, results)
                 if env.world_size > 1:
@@ -378,8 +441,9 @@ def run(
         if writer is not None:
             writer.close()
         del batches
+    final_state = full_state_dict(model)  # whole tensors on every process under FSDP
     if env.is_main:
-        save_pretrained(model, workdir / "model")
+        save_pretrained(model, workdir / "model", state_dict=final_state)
         if skipped:
             report = _skip_report(skipped)
             atomic_write_text(workdir / "skipped.json", json.dumps(report, indent=2) + "\n")

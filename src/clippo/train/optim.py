@@ -15,22 +15,36 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from clippo.train.distributed import full_like, is_sharded, local_tensor, shard_of
 
 # Weight decay goes to "kernels" only, big_vision's ``.*/kernel$`` mask.
 KERNEL_MODULES = (nn.Linear, nn.Conv2d)
 
 
-def clip_grad_norm_(grads: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+def clip_grad_norm_(
+    grads: list[torch.Tensor], max_norm: float | None, sharded: list[bool] | None = None
+) -> torch.Tensor:
     """Scales ``grads`` in place to global norm ``max_norm`` as optax does; returns the prior norm.
 
     Unlike ``torch.nn.utils.clip_grad_norm_`` there is no epsilon: grads whose norm reaches
     ``max_norm`` become ``grad / norm * max_norm`` exactly, others are left alone. With
     ``max_norm`` None or 0 (big_vision's "no clipping") the norm is only measured.
+    ``sharded[i]``: ``grads[i]`` is this process's shard of a gradient (FSDP); the squares of
+    the shards are summed over processes, so the norm is the whole model's.
     """
     if not grads:
         return torch.zeros(())
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if sharded is None or not any(sharded):
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    else:
+        squares = [g.float().square().sum() for g in grads]
+        shard_sq = torch.stack([q for q, s in zip(squares, sharded, strict=True) if s]).sum()
+        dist.all_reduce(shard_sq)
+        whole = [q for q, s in zip(squares, sharded, strict=True) if not s]
+        norm = (shard_sq + (torch.stack(whole).sum() if whole else 0.0)).sqrt()
     if max_norm:
         keep = norm < max_norm
         for g in grads:
@@ -61,15 +75,53 @@ class _DecoupledOptimizer(torch.optim.Optimizer):
         with_grad = [
             (p, group) for group in self.param_groups for p in group["params"] if p.grad is not None
         ]
-        # Clip copies so that p.grad still holds what backward produced.
-        grads = [p.grad.clone() for p, _ in with_grad]
-        self.grad_norm = clip_grad_norm_(grads, self.grad_clip_norm)
+        # Clip copies so that p.grad still holds what backward produced. Under FSDP a grad is
+        # this process's shard; the update is computed on the shard (elementwise state) or on
+        # the gathered whole (Adafactor's factored moments need whole rows and columns).
+        grads = [local_tensor(p.grad).clone() for p, _ in with_grad]
+        sharded = [is_sharded(p) for p, _ in with_grad]
+        self.grad_norm = clip_grad_norm_(grads, self.grad_clip_norm, sharded)
         for (p, group), g in zip(with_grad, grads, strict=True):
-            update = self._direction(p, g, self.state[p], group).mul_(group["lr"])
+            if is_sharded(p):
+                update = self._sharded_direction(p, g, self.state[p], group)
+            else:
+                update = self._direction(p, g, self.state[p], group)
+            update.mul_(group["lr"])
+            local = local_tensor(p)
             if group["wd"]:
-                update.add_(p, alpha=group["wd"])
-            p.sub_(update.mul_(group["mult"]))
+                update.add_(local, alpha=group["wd"])
+            local.sub_(update.mul_(group["mult"]))
         return loss
+
+    def _sharded_direction(self, p, g, state, group) -> torch.Tensor:
+        # Elementwise rules (Adam) work on the shard alone.
+        return self._direction(local_tensor(p), g, state, group)
+
+    # State entries of the parameter's own shape: kept per shard under FSDP, whole in
+    # checkpoints (``full_state_dict``).
+    elementwise_state: tuple[str, ...] = ()
+
+    def full_state_dict(self) -> dict:
+        """``state_dict()`` with whole tensors for sharded parameters (a collective under FSDP:
+        call it on every process); ``load_state_dict`` takes it under DDP or FSDP alike."""
+        out = self.state_dict()
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, state in out["state"].items():
+            if is_sharded(params[i]):
+                state = out["state"][i] = dict(state)
+                for k in self.elementwise_state:
+                    if k in state:
+                        state[k] = full_like(state[k], params[i])
+        return out
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads like torch; whole-tensor entries of sharded parameters keep this shard."""
+        super().load_state_dict(state_dict)
+        for p, state in self.state.items():
+            if is_sharded(p):
+                for k in self.elementwise_state:
+                    if k in state and state[k].shape == p.shape:
+                        state[k] = shard_of(state[k], p).clone()
 
 
 class Adafactor(_DecoupledOptimizer):
@@ -125,19 +177,28 @@ class Adafactor(_DecoupledOptimizer):
             return None
         return order[-2], order[-1]
 
+    elementwise_state = ("momentum",)
+
     def _direction(self, p, g, state, group):
+        return self._with_momentum(self._preconditioned(p, g, state, group), state, group)
+
+    def _sharded_direction(self, p, g, state, group):
+        # The factored moments see the whole gradient (gathered); momentum stays per shard.
+        update = self._preconditioned(p, full_like(g, p), state, group)
+        return self._with_momentum(shard_of(update, p), state, group)
+
+    def _preconditioned(self, p, g, state, group):
+        """The second-moment-scaled (and RMS-clipped) update of the whole gradient ``g``."""
         shape = torch.Size(getattr(p, "adafactor_shape", p.shape))
         g = g.view(shape)
         dims = self.factored_dims(shape, group["min_dim_size_to_factor"])
-        if not state:
+        if "step" not in state:
             state["step"] = 0
             if dims is None:
-                state["v"] = p.new_zeros(shape)
+                state["v"] = g.new_zeros(shape)
             else:
-                state["v_row"] = p.new_zeros(shape[: dims[1]] + shape[dims[1] + 1 :])
-                state["v_col"] = p.new_zeros(shape[: dims[0]] + shape[dims[0] + 1 :])
-            if group["momentum"]:
-                state["momentum"] = torch.zeros_like(p, dtype=self.momentum_dtype)
+                state["v_row"] = g.new_zeros(shape[: dims[1]] + shape[dims[1] + 1 :])
+                state["v_col"] = g.new_zeros(shape[: dims[0]] + shape[dims[0] + 1 :])
         t = state["step"] - group["decay_offset"] + 1.0
         beta2 = min(group["beta2_cap"], 1.0 - t ** -group["decay_rate"])
         state["step"] += 1
@@ -155,15 +216,20 @@ class Adafactor(_DecoupledOptimizer):
         if group["clipping_threshold"]:
             rms = update.square().mean().sqrt()
             update = update / torch.clamp(rms / group["clipping_threshold"], min=1.0)
-        if group["momentum"]:
-            # optax multiplies the stored momentum by the decay as a weakly typed scalar, so in
-            # the momentum's own dtype (0.9 -> 0.8984375 in bfloat16), and returns the float32
-            # average before storing it rounded (to nearest even, as torch's cast also does).
-            decay = torch.tensor(group["momentum"], dtype=self.momentum_dtype).item()
-            m = state["momentum"].float().mul_(decay).add_(update, alpha=1.0 - group["momentum"])
-            state["momentum"] = m.to(self.momentum_dtype, copy=True)  # update is scaled in place
-            update = m
         return update
+
+    def _with_momentum(self, update, state, group):
+        if not group["momentum"]:
+            return update
+        if "momentum" not in state:
+            state["momentum"] = torch.zeros_like(update, dtype=self.momentum_dtype)
+        # optax multiplies the stored momentum by the decay as a weakly typed scalar, so in
+        # the momentum's own dtype (0.9 -> 0.8984375 in bfloat16), and returns the float32
+        # average before storing it rounded (to nearest even, as torch's cast also does).
+        decay = torch.tensor(group["momentum"], dtype=self.momentum_dtype).item()
+        m = state["momentum"].float().mul_(decay).add_(update, alpha=1.0 - group["momentum"])
+        state["momentum"] = m.to(self.momentum_dtype, copy=True)  # update is scaled in place
+        return m
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Loads like torch, then restores the momentum dtype that torch casts to the param's."""
@@ -191,9 +257,11 @@ class AdamW(_DecoupledOptimizer):
         defaults = dict(lr=lr, wd=wd, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
         super().__init__(params, defaults, grad_clip_norm)
 
+    elementwise_state = ("mu", "nu")
+
     def _direction(self, p, g, state, group):
         if not state:
-            state.update(step=0, mu=torch.zeros_like(p), nu=torch.zeros_like(p))
+            state.update(step=0, mu=torch.zeros_like(g), nu=torch.zeros_like(g))
         b1, b2 = group["b1"], group["b2"]
         state["step"] += 1
         mu = state["mu"].mul_(b1).add_(g, alpha=1.0 - b1)

@@ -27,7 +27,7 @@ from clippo.losses import ContrastiveLoss
 from clippo.models import ContrastiveModel, from_pretrained
 from clippo.models.heads import TextBackbone, TextClassifier, TextClassifierConfig, join_pair
 from clippo.train.config import ExperimentConfig
-from clippo.train.distributed import DistEnv
+from clippo.train.distributed import DistEnv, full_tensor, unwrap
 from clippo.train.engine import StepOutput, make_loader
 
 # --------------------------------------------------------------------------------------------
@@ -36,13 +36,21 @@ from clippo.train.engine import StepOutput, make_loader
 
 
 def build_model(cfg: ExperimentConfig) -> nn.Module:
-    """The model a config asks for: by name with options, or from a pretrained directory."""
+    """The model a config asks for: by name with options, or from a pretrained directory.
+
+    With ``loss.name: sigmoid`` a contrastive model gets SigLIP's learned bias
+    (``loss.bias_init``) unless it has one.
+    """
     if cfg.model.init:
-        return from_pretrained(cfg.model.init)
-    return create_model(
-        cfg.model.name,
-        **{**cfg.model.options, "grad_checkpointing": cfg.train.grad_checkpointing},
-    )
+        model = from_pretrained(cfg.model.init)
+    else:
+        options = {**cfg.model.options, "grad_checkpointing": cfg.train.grad_checkpointing}
+        if cfg.loss.name == "sigmoid" and not cfg.finetune.task:
+            options.setdefault("bias_init", cfg.loss.bias_init)
+        return create_model(cfg.model.name, **options)
+    if cfg.loss.name == "sigmoid" and not cfg.finetune.task and model.logit_bias is None:
+        model.add_logit_bias(cfg.loss.bias_init)
+    return model
 
 
 def _prepare_image_feature_cache(
@@ -152,6 +160,39 @@ def build_train_loader(
     return make_loader(train_batches(cfg, model, env, start_batch), cfg.data.workers)
 
 
+def _split_inputs(inputs: dict, steps: int) -> list[dict]:
+    """A batch's model inputs as ``steps`` micro-batches: image/alt-text rows and text-pair
+    rows are each split into ``steps`` parts, so every micro-batch holds both kinds."""
+
+    def parts(x: torch.Tensor, what: str) -> list[torch.Tensor]:
+        if len(x) < steps:
+            raise ValueError(
+                f"train.accum_steps {steps} exceeds the {len(x)} {what} per process in a batch: "
+                "every micro-batch needs at least one"
+            )
+        return list(torch.tensor_split(x, steps))
+
+    columns = {}
+    for key, value in inputs.items():
+        if key == "text_pairs":
+            a, b = (parts(x, "text pairs") for x in value)
+            columns[key] = list(zip(a, b, strict=True))
+        else:
+            columns[key] = parts(value, "image/alt-text pairs")
+    return [{k: v[i] for k, v in columns.items()} for i in range(steps)]
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 class ContrastiveTask:
     """CLIP's contrastive loss over the global batch of image/text (and text/text) pairs."""
 
@@ -164,7 +205,7 @@ class ContrastiveTask:
             )
         self.cfg = cfg
         self.total_steps = cfg.effective_total_steps  # scaled for text pairs when asked
-        self.loss_fn = ContrastiveLoss()
+        self.loss_fn = ContrastiveLoss(cfg.loss.name, local=cfg.loss.local)
 
     def build_model(self) -> nn.Module:
         """The config's model (``build_model``)."""
@@ -174,8 +215,8 @@ class ContrastiveTask:
         """Image/alt-text batches (with text pairs, or cached image features, as configured)."""
         return train_batches(self.cfg, model, env, start_batch)
 
-    def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
-        """The contrastive loss of one batch; text pairs' rows follow the image rows."""
+    def _inputs(self, batch: dict, device: torch.device) -> dict:
+        """The model's keyword inputs of a batch, on ``device``."""
         inputs = {}
         if "image" in batch:
             # The cached reader (this task built it) puts tower features where images go.
@@ -187,14 +228,58 @@ class ContrastiveTask:
                 batch["pair_text_a_input"].to(device, non_blocking=True),
                 batch["pair_text_b_input"].to(device, non_blocking=True),
             )
+        return inputs
+
+    def _loss(self, model: nn.Module, zimg, ztxt, scale) -> tuple[torch.Tensor, dict]:
+        bias = unwrap(model).logit_bias if self.loss_fn.kind == "sigmoid" else None
+        return self.loss_fn(zimg.float(), ztxt.float(), scale.float(), bias)
+
+    def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
+        """The contrastive loss of one batch; text pairs' rows follow the image rows."""
         with autocast():
-            zimg, ztxt, scale = model(**inputs)
-        loss, extras = self.loss_fn(zimg.float(), ztxt.float(), scale.float())
+            zimg, ztxt, scale = model(**self._inputs(batch, device))
+        loss, extras = self._loss(model, zimg, ztxt, scale)
         return StepOutput(loss, zimg.shape[0], {"accuracy": extras["accuracy"]})
 
+    def accumulate(
+        self, model: nn.Module, batch: dict, device: torch.device, autocast, steps: int
+    ) -> StepOutput:
+        """GradCache: the whole batch's loss and gradient in ``steps`` micro-batches.
+
+        Pass 1 embeds every micro-batch without gradients; the loss over all embeddings gives
+        the gradient of each embedding (and of the temperature and bias); pass 2 re-runs each
+        micro-batch with gradients, with the random state pass 1 had (dropout, stochastic
+        layers), and backpropagates its cached embedding gradient. Leaves the gradients in
+        ``.grad`` (on this process: the engine averages them over processes).
+        """
+        micro = _split_inputs(self._inputs(batch, device), steps)
+        states, zimgs, ztxts = [], [], []
+        with torch.no_grad():
+            for inputs in micro:
+                states.append(_rng_state(device))
+                with autocast():
+                    zimg, ztxt, _ = model(**inputs)
+                zimgs.append(zimg.float())
+                ztxts.append(ztxt.float())
+        zimg = torch.cat(zimgs).requires_grad_()
+        ztxt = torch.cat(ztxts).requires_grad_()
+        loss, extras = self._loss(model, zimg, ztxt, unwrap(model).logit_scale.exp())
+        loss.backward()
+        sizes = [len(z) for z in zimgs]
+        grads = zip(zimg.grad.split(sizes), ztxt.grad.split(sizes), strict=True)
+        for inputs, state, (gimg, gtxt) in zip(micro, states, grads, strict=True):
+            _set_rng_state(device, state)
+            with autocast():
+                zimg_m, ztxt_m, _ = model(**inputs)
+            torch.autograd.backward([zimg_m.float(), ztxt_m.float()], [gimg, gtxt])
+        return StepOutput(loss.detach(), zimg.shape[0], {"accuracy": extras["accuracy"]})
+
     def logged(self, model: ContrastiveModel) -> dict[str, float]:
-        """The learned temperature."""
-        return {"temperature": model.logit_scale.exp().item()}
+        """The learned temperature (and the sigmoid loss's bias)."""
+        out = {"temperature": full_tensor(model.logit_scale).exp().item()}
+        if self.loss_fn.kind == "sigmoid":
+            out["bias"] = full_tensor(model.logit_bias).item()
+        return out
 
 
 # --------------------------------------------------------------------------------------------
