@@ -166,14 +166,90 @@ def measure(setup, device, batch, bf16, **kw) -> dict:
     return out
 
 
-def _other_libraries() -> dict:
+class _HFCLIP(torch.nn.Module):
+    """Hugging Face's ``CLIPModel`` behind clippo's ``forward(images, tokens) -> (zimg, ztxt,
+    scale)``, so the same step (and loss) times it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, tokens):
+        out = self.model(input_ids=tokens, pixel_values=images)
+        zi = out.image_embeds / out.image_embeds.norm(dim=-1, keepdim=True)
+        zt = out.text_embeds / out.text_embeds.norm(dim=-1, keepdim=True)
+        return zi, zt, self.model.logit_scale.exp()
+
+
+def _other_model(name: str, setup: dict):
+    """``(model, text length, vocabulary)`` of open_clip's ViT-B-16 or Hugging Face's CLIP at
+    clippo's size (random weights: nothing is downloaded); tiny versions with ``--tiny``."""
+    tiny = setup["size"] != 224
+    if name == "open_clip":
+        import open_clip
+
+        if tiny:
+            raise RuntimeError("open_clip has no tiny ViT preset; run without --tiny")
+        return open_clip.create_model("ViT-B-16", pretrained=None), 77, 49408
+    import transformers
+
+    size = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)
+    vision = dict(image_size=setup["size"], patch_size=16, **({} if not tiny else size))
+    if not tiny:  # ViT-B/16 for images, CLIP's 12-layer 512-wide text transformer
+        vision |= dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                       num_attention_heads=12)  # fmt: skip
+    text = dict(max_position_embeddings=16, vocab_size=1000, **size) if tiny else {}
+    config = transformers.CLIPConfig(
+        text_config=text, vision_config=vision, projection_dim=16 if tiny else 512
+    )
+    model = transformers.CLIPModel(config)
+    return _HFCLIP(model), text.get("max_position_embeddings", 77), config.text_config.vocab_size
+
+
+def measure_other(name: str, setup: dict, device, batch: int, bf16: bool) -> dict:
+    """Examples/s and peak memory of another library's CLIP, timed exactly like clippo's."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    model, length, vocab = _other_model(name, setup)
+    model = model.to(device)
+    images = (torch.rand(batch, 3, setup["size"], setup["size"]) * 2 - 1).to(device)
+    tokens = torch.randint(1, vocab, (batch, length)).to(device)
+    opt, sched = build_optimizer(model, name="adamw", lr=1e-3, wd=1e-4, schedule=lambda s: 1.0)
+    step = _step_fn(model, opt, sched, images, tokens, device, bf16)
+    for _ in range(2):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(setup["steps"]):
+        step()
+    _sync(device)
+    rate = batch * setup["steps"] / (time.perf_counter() - t)
+    return {"examples_per_s": rate, "peak_memory_gib": _peak_memory(device)}
+
+
+def _other_libraries(setup, device, bf16, start, budget_s) -> dict:
+    """open_clip's and Hugging Face's CLIP at clippo's first batch size, or why not."""
     found = {}
+    batch = setup["batches"][0]
     for name, module in (("open_clip", "open_clip"), ("hf_clip", "transformers")):
         try:
             __import__(module)
-            found[name] = "importable (comparison not yet scripted)"
-        except ImportError:
-            found[name] = "unavailable (not installed)"
+        except Exception as e:  # open_clip fails on a torchvision that cannot load its ops
+            found[name] = f"unavailable ({type(e).__name__}: {str(e)[:80]})"
+            continue
+        if time.perf_counter() - start > budget_s:
+            found[name] = "skipped (time budget)"
+            continue
+        try:
+            r = measure_other(name, setup, device, batch, bf16)
+            found[name] = (
+                f"batch {batch}: {r['examples_per_s']:.1f} examples/s, "
+                f"peak {r['peak_memory_gib']:.2f} GiB"
+            )
+        except Exception as e:
+            found[name] = f"failed: {type(e).__name__}: {str(e)[:160]}"
     return found
 
 
@@ -234,7 +310,7 @@ def main() -> None:
                 row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
         rows.append(row)
     report["throughput"] = rows
-    report["other_libraries"] = _other_libraries()
+    report["other_libraries"] = _other_libraries(setup, device, bf16, start, args.budget_s)
     report["wall_s"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
