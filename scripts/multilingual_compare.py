@@ -1,32 +1,33 @@
 """Compares per-language bitext recall of runs on the tuxpaint set (docs/multilingual.md).
 
-    python scripts/multilingual_compare.py BASE_METRICS RUN_METRICS [--pairs STATS_JSON] [--k 1]
+    python scripts/multilingual_compare.py BASE_METRICS RUN_METRICS [--pairs STATS_JSON] [--k 1] \
+        [--plot OUT.png --labels BASE RUN]
 
 Each METRICS file is a run's ``metrics.json`` (keys ``tuxpaint/LANG/bitext_recall@k``) or the
 ``metrics.json`` of ``clippo eval multilingual`` (the same keys under ``"metrics"``). With
 ``--pairs`` (the ``stats.json`` of the translation-pair shards), the comparison covers the
 languages the run was co-trained on and says in how many the run beats the base, and the ratio
-of the means. Prints a markdown table.
+of the means. Prints a markdown table; ``--plot`` draws both runs' per-language recall.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
+
+from clippo.eval.plots import per_language_values, plot_per_language_recall
+
+
+def metrics(path: str) -> dict[str, float]:
+    """A metrics file's ``{name: value}``."""
+    data = json.loads(Path(path).read_text())
+    return data.get("metrics", data)
 
 
 def bitext(path: str, k: int) -> dict[str, float]:
     """``{language: bitext recall@k}`` of a metrics file."""
-    data = json.loads(Path(path).read_text())
-    metrics = data.get("metrics", data)
-    pattern = re.compile(rf"^(?:[^/]+/)?([^/]+)/bitext_recall@{k}$")
-    out = {}
-    for key, value in metrics.items():
-        m = pattern.match(key)
-        if m and m.group(1) != "mean":
-            out[m.group(1)] = float(value)
+    out = per_language_values(metrics(path), f"bitext_recall@{k}")
     if not out:
         raise SystemExit(f"{path}: no */bitext_recall@{k} metrics")
     return out
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--pairs", help="stats.json of the translation-pair shards")
     ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--plot", help="a PNG of both runs' per-language recall@k")
+    ap.add_argument("--labels", nargs=2, default=["base", "run"], metavar=("BASE", "RUN"))
     args = ap.parse_args()
     base, run = bitext(args.base, args.k), bitext(args.run, args.k)
     languages = sorted(set(base) & set(run))
@@ -58,6 +61,9 @@ def main() -> None:
         f"({ratio:.1f}x, {100 * (mean_run - mean_base):+.2f} points); the run is higher in "
         f"{beaten} of {len(languages)}"
     )
+    if args.plot:
+        runs = {args.labels[1]: metrics(args.run), args.labels[0]: metrics(args.base)}
+        print(f"wrote {plot_per_language_recall(runs, args.plot, k=args.k)}")
 
 
 if __name__ == "__main__":
