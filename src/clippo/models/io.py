@@ -4,7 +4,8 @@
 Every model clippo builds has a ``cfg`` whose ``to_dict()`` names its ``model_type``: CLIPPO
 (``clippo``), CLIP* (``clip``), 1T-CLIP (``1t-clip``), LiT (``lit``), a plain ViT such as a
 converted big_vision classifier (``vit``) and a fine-tuned text classifier
-(``text_classifier``, whose config nests its backbone's). ``save_pretrained`` writes any of
+(``text_classifier``, whose config nests its backbone's) and a fine-tuned VQA classifier
+(``vqa_classifier``: an image tower and a head over answers). ``save_pretrained`` writes any of
 them, atomically per file; ``from_pretrained`` reads any of them back, and names the file and
 the problem when a directory is not a valid model.
 """
@@ -22,12 +23,18 @@ from safetensors.torch import load_file, save_file
 from clippo.atomic import atomic_write, atomic_write_text
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
-from clippo.models.heads import TextBackbone, TextClassifier, TextClassifierConfig
+from clippo.models.heads import (
+    TextBackbone,
+    TextClassifier,
+    TextClassifierConfig,
+    VQAClassifier,
+    VQAClassifierConfig,
+)
 from clippo.models.lit import LiT, LiTConfig
 from clippo.models.vit import ViT, ViTConfig
 
 _TOKENIZER_FILE = "tokenizer.model"
-MODEL_TYPES = ("clippo", "clip", "1t-clip", "lit", "vit", "text_classifier")
+MODEL_TYPES = ("clippo", "clip", "1t-clip", "lit", "vit", "text_classifier", "vqa_classifier")
 
 
 def model_from_config(config: dict, directory: str | os.PathLike | None = None) -> torch.nn.Module:
@@ -46,6 +53,8 @@ def model_from_config(config: dict, directory: str | os.PathLike | None = None) 
             config["tokenizer"] = str(Path(directory) / tokenizer)
     if kind == "vit":
         return ViT(ViTConfig(**config["vit"]))
+    if kind == "vqa_classifier":
+        return VQAClassifier.from_config(VQAClassifierConfig(**config))
     if kind == "text_classifier":
         backbone = model_from_config(config.pop("backbone"), directory)
         cfg = TextClassifierConfig(**config)
