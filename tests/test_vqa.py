@@ -28,7 +28,7 @@ from clippo.jobs.vqa import evaluate_vqa, finetune_vqa
 from clippo.models import from_pretrained, save_pretrained
 from clippo.models.heads import VQAClassifier, VQAClassifierConfig, image_tower
 from clippo.render import UnifontRenderer
-from clippo.train.config import load_config
+from clippo.train.config import load_config, resolve_config
 from clippo.train.optim import build_optimizer
 from clippo.train.tasks import resize_vit
 
@@ -253,7 +253,7 @@ def _tiny_cfg(data: Path, **extra):
         "train.precision": "fp32",
         "eval.batch_size": 4,
     } | extra
-    return load_config("src/clippo/configs/vqa_fused.yaml", [f"{k}={v}" for k, v in sets.items()])
+    return load_config(resolve_config("vqa_fused"), [f"{k}={v}" for k, v in sets.items()])
 
 
 def test_fused_protocol_picks_the_lr_on_holdout_and_scores_test_once(
