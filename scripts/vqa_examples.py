@@ -31,9 +31,12 @@ def main() -> None:
     cfg = from_pretrained(args.model).cfg
     renderer = UnifontRenderer(**cfg.render)
     predicted = {r["question_id"]: r["answer"] for r in json.loads(open(args.predictions).read())}
-    tiles = []
+    tiles, shown = [], set()
     for sample in iter_tar_samples(expand_urls(split_pattern(args.data, "test"))[0]):
         meta = json.loads(sample["json"])
+        if meta["image_id"] in shown:  # one question per image: the sheet shows 8 images
+            continue
+        shown.add(meta["image_id"])
         image = load_image(sample.get("png") or sample["jpg"])
         canvas = renderer.render_question_on_image(
             image, meta["question"], image_size=cfg.image_size, max_lines=cfg.max_lines
