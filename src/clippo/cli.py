@@ -181,7 +181,7 @@ def _eval_vqa(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise ValueError("eval vqa needs --data DIR (a folder of `clippo data vqa`)")
-    out = Path(args.out) if args.out else Path(args.model) / f"vqa_{args.split}"
+    out = Path(args.out) if args.out else Path(args.model).parent / f"vqa_{args.split}"
     if args.zero_shot and not args.out:
         out = out.with_name(out.name + "_zeroshot")
     report = evaluate_vqa(
@@ -597,7 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default=None, help="default: the config.yaml of the run that wrote the model"
     )
     _add_set(e)
-    e.add_argument("--out", default=None, help="write the metrics as JSON here")
+    e.add_argument(
+        "--out",
+        default=None,
+        help="write the metrics as JSON here (vqa: a folder, default MODEL/../vqa_SPLIT)",
+    )
     e.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="build data sets").add_subparsers(

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from clippo.data.shards import Sample, ShardDataset, skip_entries, stack_inputs
+from clippo.data.shards import (
+    Sample,
+    ShardDataset,
+    looks_truncated,
+    skip_entries,
+    stack_inputs,
+)
 from clippo.data.transforms import load_image
 from clippo.render import UnifontRenderer
 
@@ -133,8 +139,11 @@ class VQAShardDataset(ShardDataset):
     def _check(self, sample: Sample) -> str | tuple[dict, int]:
         if "__error__" in sample:
             return sample["__error__"]
-        if not any(ext in sample for ext in ("jpg", "jpeg", "png", "webp")):
+        image = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+        if image is None:
             return "no_image"
+        if looks_truncated(image):  # from raw bytes, so a resume skips the same samples
+            return "broken"
         try:
             meta = json.loads(sample["json"])
         except (KeyError, ValueError, UnicodeDecodeError):
