@@ -329,3 +329,26 @@ def test_cli_builds_vqa_shards_and_explains_bad_input(tmp_path, capsys):
     assert "eval vqa needs --data DIR" in capsys.readouterr().err
     assert main(["eval", "vqa", "--model", str(tmp_path), "--data", str(tmp_path / "e")]) == 2
     assert "not a clippo model directory" in capsys.readouterr().err
+
+
+def test_cli_finetunes_and_evaluates_vqa(vqav2_shards, tmp_path, capsys, one_thread):
+    out, _ = vqav2_shards
+    sets = {
+        "model.options.image_size": 32,
+        "finetune.max_lines": 1,
+        "data.workers": 0,
+        "data.shuffle_buffer": 4,
+        "train.precision": "fp32",
+        "eval.batch_size": 4,
+    }
+    args = ["finetune", "vqa", "--data", str(out), "--model", "clippo-mu/16"]
+    args += ["--out", str(tmp_path / "ft"), "--lr", "0.1", "--steps", "2", "--batch-size", "4"]
+    args += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "<- best" in printed and "test VQA accuracy (x100) at lr 0.1" in printed
+    model = tmp_path / "ft" / "lr_0.1" / "model"
+    assert main(["eval", "vqa", "--model", str(model), "--data", str(out)]) == 0
+    report = json.loads((tmp_path / "ft" / "lr_0.1" / "vqa_test" / "metrics.json").read_text())
+    ft = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert report["overall"] == ft["overall"] and report["num_questions"] == 3
