@@ -2,7 +2,12 @@
 
 Reproduces ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` at its latest commit (a013f00,
 "Fixed processing answers bug"), behaviour for behaviour, checked against that code in
-``tests/test_eval_vqa.py`` (fixtures from ``scripts/make_vqa_fixtures.py``).
+``tests/test_eval_vqa.py`` (fixtures from ``scripts/make_vqa_fixtures.py``). The per-question
+part (normalisation, leave-one-out accuracy) lives in ``clippo.data.vqa_answers``, where the
+data builders also use it for soft targets; this module aggregates it, reads and writes the
+official results format, and scores models on VQA shards: a fine-tuned classifier
+(``predict_vqa``, ``VQAHoldoutEvaluation``) or any contrastive model by prompting
+(``zero_shot_vqa``, with ``baselines``: chance and the majority answer).
 
 For one question with human answers h_1..h_n (10 in VQAv2) and a prediction p:
 
