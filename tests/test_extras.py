@@ -113,7 +113,7 @@ def test_pyproject_declares_the_extras_the_code_names_and_not_webdataset():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     named = {extra for _, extra in EXTRAS.values()}
-    assert named == {"tokenizers", "lit", "tensorboard", "benchmarks"}
+    assert named == {"tokenizers", "lit", "tensorboard", "benchmarks", "vqa"}
     assert set(extras) == named | {"dev"}
-    assert "clippo[tokenizers,lit,tensorboard,benchmarks]" in extras["dev"]
+    assert "clippo[tokenizers,lit,tensorboard,benchmarks,vqa]" in extras["dev"]
     assert not [d for d in project["dependencies"] if d.startswith("webdataset")]

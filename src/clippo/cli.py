@@ -357,6 +357,114 @@ def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_vqa_scores(report: dict, title: str) -> None:
+    rows = {"overall": 100 * report["overall"]}
+    rows |= {f"  {k}": 100 * v for k, v in sorted(report["per_answer_type"].items())}
+    base = report.get("baselines")
+    if base:
+        rows["chance"] = 100 * base["chance"]
+        rows[f"majority ({base['majority_answer']!r})"] = 100 * base["majority"]
+        for kind, b in sorted(base["per_answer_type"].items()):
+            rows[f"  {kind} chance / majority"] = (
+                f"{100 * b['chance']:.2f} / {100 * b['majority']:.2f}"
+            )
+    rows["questions"] = report["num_questions"]
+    _print_table(rows, title)
+
+
+def cmd_eval_vqa(args: argparse.Namespace) -> int:
+    from clippo.jobs.vqa import evaluate_vqa
+
+    out = Path(args.out) if args.out else Path(args.model).parent / f"vqa_{args.split}"
+    if args.zero_shot and not args.out:
+        out = out.with_name(out.name + "_zeroshot")
+    report = evaluate_vqa(
+        args.model,
+        args.data,
+        out,
+        split=args.split,
+        zero_shot=args.zero_shot,
+        batch_size=args.batch_size,
+        max_questions=args.max_questions,
+    )
+    kind = "zero-shot" if args.zero_shot else "fine-tuned"
+    _print_vqa_scores(report, f"VQA accuracy (x100), {kind}, {args.split} split")
+    print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}")
+    return 0
+
+
+def cmd_data_vqa(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clippo.data.build.vqa import build_vqa_shards
+
+    with tqdm(desc="vqa", unit="question") as bar:
+        stats = build_vqa_shards(
+            args.source,
+            args.out,
+            min_count=args.min_count,
+            holdout=args.holdout,
+            seed=args.seed,
+            shard_size=args.shard_size,
+            max_questions=args.max_questions,
+            progress=bar.update,
+        )
+    print(json.dumps({k: v for k, v in stats.items() if k != "shards"}, indent=2))
+    for split, reasons in stats["skipped"].items():
+        print(f"{split}: skipped {sum(reasons.values())} questions ({reasons})")
+    return 0
+
+
+def cmd_finetune_vqa(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clippo.jobs.vqa import finetune_vqa
+    from clippo.train.config import load_config, resolve_config
+
+    sets = [f"finetune.data={args.data}", f"finetune.protocol={args.protocol}"]
+    if Path(args.model).is_dir():
+        sets.append(f"model.init={args.model}")
+    else:
+        sets.append(f"model.name={args.model}")
+    for key, value in (
+        ("finetune.lrs", args.lr),
+        ("train.total_steps", args.steps),
+        ("data.batch_size", args.batch_size),
+        ("finetune.image_size", args.image_size),
+        ("finetune.max_dev", args.max_holdout),
+        ("train.seed", args.seed),
+        ("train.threads", args.threads),
+    ):
+        if value is not None:
+            sets.append(f"{key}={json.dumps(value)}")
+    cfg = load_config(resolve_config(args.config), [*sets, *args.set])
+    bar = tqdm(
+        desc="finetune vqa",
+        total=cfg.train.total_steps * len(cfg.finetune.lrs),
+        unit="step",
+        dynamic_ncols=True,
+    )
+
+    def on_step(lr: float, step: int, metrics: dict | None) -> None:
+        bar.update(1)
+        if metrics:
+            bar.set_postfix(lr=f"{lr:g}", loss=f"{metrics['train/loss']:.3f}")
+
+    out = Path(args.out)
+    try:
+        report = finetune_vqa(cfg, out, on_step=on_step, test_questions=args.max_test)
+    finally:
+        bar.close()
+    print(f"\n{'lr':>8}  {'held-out VQA acc':>16}  train loss")
+    for run in report["runs"]:
+        mark = "  <- best" if run["lr"] == report["best_lr"] else ""
+        acc = 100 * run["holdout"]["vqa_accuracy"]
+        print(f"{run['lr']:>8g}  {acc:>16.2f}  {run['train_loss']:>10.4f}{mark}")
+    _print_vqa_scores(report, f"test VQA accuracy (x100) at lr {report['best_lr']:g}")
+    print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}; model {report['model']}")
+    return 0
+
+
 def cmd_data_openclipart(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -808,7 +916,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--no-cache", action="store_true", help="do not read or write --cache-dir")
     e.set_defaults(func=cmd_eval)
-    esub = e.add_subparsers(dest="benchmark", metavar="{multilingual}")
+    esub = e.add_subparsers(dest="benchmark", metavar="{multilingual,vqa}")
+    ev = esub.add_parser(
+        "vqa", help="VQA accuracy of a fine-tuned VQA model, or of any model with --zero-shot"
+    )
+    ev.add_argument("--model", required=True, help="a from_pretrained directory")
+    ev.add_argument("--data", required=True, help="a folder of `clippo data vqa`")
+    ev.add_argument("--split", default="test", choices=("test", "holdout"))
+    ev.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="score each answer by image/prompt similarity (CLIP-ViL sec. 5)",
+    )
+    ev.add_argument("--max-questions", type=int, default=None, help="the first N questions")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument(
+        "--out",
+        default=None,
+        help="folder for metrics.json and predictions.json (default MODEL/../vqa_SPLIT)",
+    )
+    ev.set_defaults(func=cmd_eval_vqa)
     em = esub.add_parser(
         "multilingual",
         help="per-language image<->text and bitext retrieval on a caption set (XM3600 layout)",
@@ -880,6 +1007,19 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument("--stamps", default="/usr/share/tuxpaint/stamps", help="the stamps folder")
     tx.add_argument("--image-size", type=int, default=256, help="longer side at most this")
     tx.set_defaults(func=cmd_data_tuxpaint)
+    dv = data.add_parser("vqa", help="VQA shards: easy-vqa, or VQAv2 in its official layout")
+    dv.add_argument("--source", required=True, help="easy-vqa, or vqav2:DIR")
+    dv.add_argument("--out", required=True)
+    dv.add_argument(
+        "--min-count", type=int, default=9, help="answers seen this often in training (9)"
+    )
+    dv.add_argument(
+        "--holdout", type=float, default=0.1, help="share of training questions held out, by image"
+    )
+    dv.add_argument("--seed", type=int, default=0)
+    dv.add_argument("--shard-size", type=int, default=5000)
+    dv.add_argument("--max-questions", type=int, default=None, help="per split, for quick runs")
+    dv.set_defaults(func=cmd_data_vqa)
     lt = data.add_parser("langtasks", help="local language tasks in the GLUE TSV layout")
     lt.add_argument("--out", required=True)
     lt.add_argument("--seed", type=int, default=0)
@@ -1027,6 +1167,31 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--config", default="glue", help="the fine-tuning recipe (packaged: glue)")
     _add_set(fg)
     fg.set_defaults(func=cmd_finetune_glue)
+    fv = ftsub.add_parser("vqa", help="VQA, CLIPPO's fused protocol (appendix A, B.1)")
+    fv.add_argument("--data", required=True, help="a folder of `clippo data vqa`")
+    fv.add_argument(
+        "--model",
+        required=True,
+        help="from_pretrained folder (any clippo model or converted ViT), or a model name "
+        "(random init, e.g. clippo-Ti/16)",
+    )
+    fv.add_argument("--protocol", default="fused", choices=("fused",))
+    fv.add_argument("--out", required=True, help="folder for metrics.json and the runs (lr_LR)")
+    fv.add_argument(
+        "--lr", type=float, nargs="+", default=None, help="the grid (the config's: 0.03 0.1 0.2)"
+    )
+    fv.add_argument("--steps", type=int, default=None, help="per learning rate (config's: 8000)")
+    fv.add_argument("--batch-size", type=int, default=None, help="the config's: 512")
+    fv.add_argument(
+        "--image-size", type=int, default=None, help="canvas size; resamples the pos. embedding"
+    )
+    fv.add_argument("--max-holdout", type=int, default=None, help="score N held-out questions")
+    fv.add_argument("--max-test", type=int, default=None, help="score N test questions")
+    fv.add_argument("--seed", type=int, default=None, help="the config's: 0")
+    fv.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    fv.add_argument("--config", default="vqa_fused", help="the recipe (packaged: vqa_fused)")
+    _add_set(fv)
+    fv.set_defaults(func=cmd_finetune_vqa)
     return p
 
 

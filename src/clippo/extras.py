@@ -15,6 +15,7 @@ EXTRAS = {
     "transformers": ("transformers", "lit"),
     "torch.utils.tensorboard": ("TensorBoard", "tensorboard"),
     "scipy.io": ("SciPy", "benchmarks"),
+    "easy_vqa": ("easy-vqa", "vqa"),
 }
 
 

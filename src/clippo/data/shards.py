@@ -256,8 +256,9 @@ def _image_entry(sample: Sample) -> tuple[str, bytes] | None:
     return None
 
 
-def _looks_truncated(data: bytes) -> bool:
-    # Checked from raw bytes so that resuming (which never decodes) skips the same samples.
+def looks_truncated(data: bytes) -> bool:
+    """Whether JPEG, PNG or WebP bytes end early; checked from raw bytes so that resuming
+    (which never decodes) skips the same samples."""
     if data[:2] == b"\xff\xd8":
         return b"\xff\xd9" not in data[-1024:]
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -432,7 +433,7 @@ class ShardDataset(IterableDataset):
             return "bad_json"
         if not texts:
             return "no_text"
-        if _looks_truncated(entry[1]):
+        if looks_truncated(entry[1]):
             return "broken"
         try:
             open_image(entry[1], max_pixels=self.max_pixels, name=sample["__key__"])

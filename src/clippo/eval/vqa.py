@@ -2,7 +2,12 @@
 
 Reproduces ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` at its latest commit (a013f00,
 "Fixed processing answers bug"), behaviour for behaviour, checked against that code in
-``tests/test_eval_vqa.py`` (fixtures from ``scripts/make_vqa_fixtures.py``).
+``tests/test_eval_vqa.py`` (fixtures from ``scripts/make_vqa_fixtures.py``). The per-question
+part (normalisation, leave-one-out accuracy) lives in ``clippo.data.vqa_answers``, where the
+data builders also use it for soft targets; this module aggregates it, reads and writes the
+official results format, and scores models on VQA shards: a fine-tuned classifier
+(``predict_vqa``, ``VQAHoldoutEvaluation``) or any contrastive model by prompting
+(``zero_shot_vqa``, with ``baselines``: chance and the majority answer).
 
 For one question with human answers h_1..h_n (10 in VQAv2) and a prediction p:
 
@@ -30,143 +35,32 @@ removed together with any *identical* answer record (same answer, confidence and
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from clippo.atomic import atomic_write_text
+from clippo.data.vqa import AnswerVocabulary, VQAShardDataset
+from clippo.data.vqa_answers import (
+    answer_accuracy,
+    clean_whitespace,
+    normalize_answer,
+    vqa_accuracy,
+)
+from clippo.render import UnifontRenderer
 
-# The 21 characters the official code treats as punctuation; the apostrophe, colon and period
-# are not among them (periods have their own rule below).
-_PUNCTUATION = ';/[]"{}()=+\\_-><@`,?!'
-
-# The official pattern is "(?!<=\d)(\.)(?!\d)": "(?!<=" is a negative *lookahead* for "<=" (a
-# typo for the lookbehind "(?<!"), which can never fail in front of a period, so any period not
-# followed by a digit is deleted, "5." and "a.b" alike. Its \d is ASCII only under Python 2,
-# where the official code runs without re.UNICODE.
-_PERIOD = re.compile(r"\.(?![0-9])")
-# The official code passes re.UNICODE (== 32) as the positional `count` of sub().
-_PERIOD_LIMIT = 32
-_DIGIT_COMMA_DIGIT = re.compile(r"[0-9],[0-9]")
-
-_NUMBER_WORDS = {
-    "none": "0",
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-}
-_ARTICLES = frozenset({"a", "an", "the"})
-
-# Contractions the official code restores. Each word lacking exactly one of its apostrophes is
-# mapped to it ("dont" -> "don't"; "couldnt've" and "couldn'tve" -> "couldn't've", but not
-# "couldntve"). The official table's "I" forms have capitalised keys, which can never match the
-# lowercased words they are looked up with, so they are left out; so are its identity entries.
-_CONTRACTED_FORMS = """
-    ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've
-    hasn't haven't he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am
-    mightn't mightn't've might've mustn't must've needn't not've o'clock oughtn't 'ow's'at
-    shan't she'd've should've shouldn't shouldn't've somebody'd've somebody'll somebody's
-    someone'd someone'd've someone'll someone's something'd something'd've something'll
-    that's there'd there'd've there're there's they'd they'd've they'll they're they've 'twas
-    wasn't we'd've we've weren't what'll what're what's what've when's where'd where's
-    where've who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't
-    wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've
-""".split()
-
-
-def _contraction_table() -> dict[str, str]:
-    """Map each one-apostrophe-short spelling of a contracted form to the form."""
-    table = {}
-    for form in _CONTRACTED_FORMS:
-        for i, char in enumerate(form):
-            if char == "'":
-                table[form[:i] + form[i + 1 :]] = form
-    # The official table has this one entry backwards; its effect is kept.
-    table["somebody'd"] = "somebodyd"
-    return table
-
-
-_CONTRACTIONS = _contraction_table()
-
-
-def clean_whitespace(answer: str) -> str:
-    """Turn newlines and tabs into spaces and strip the ends (applied to every answer)."""
-    return answer.replace("\n", " ").replace("\t", " ").strip()
-
-
-def _process_punctuation(text: str) -> str:
-    """Delete or space out punctuation, then delete periods not followed by a digit."""
-    # Whether a mark is deleted or spaced is decided on the input text, for all its occurrences.
-    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
-    out = text
-    for mark in _PUNCTUATION:
-        touches_space = mark + " " in text or " " + mark in text
-        out = out.replace(mark, "" if delete_all or touches_space else " ")
-    return _PERIOD.sub("", out, count=_PERIOD_LIMIT)
-
-
-def _process_digits_articles(text: str) -> str:
-    """Lowercase, number words to digits, drop articles, restore contractions, single spaces."""
-    words = (_NUMBER_WORDS.get(word, word) for word in text.lower().split())
-    kept = [_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES]
-    return " ".join(kept)
-
-
-# Answers repeat heavily (yes/no, small numbers, colours): caching makes scoring several times
-# faster (2.3 s -> 0.4 s for 20k synthetic questions).
-@functools.lru_cache(maxsize=1 << 18)
-def normalize_answer(answer: str) -> str:
-    """Return the official normalisation of an answer (used when the humans disagree)."""
-    return _process_digits_articles(_process_punctuation(clean_whitespace(answer)))
-
-
-def _accuracy(
-    prediction: str, human_answers: Sequence[str], records: Sequence[Mapping] | None
-) -> float:
-    """Leave-one-out accuracy; `records` (answer dicts) decide which humans are identical."""
-    if len(human_answers) == 0:
-        raise ValueError("human_answers is empty: VQA accuracy needs at least one human answer")
-    if not isinstance(prediction, str):
-        raise TypeError(f"prediction must be a str, got {type(prediction).__name__}")
-    answers = [clean_whitespace(a) for a in human_answers]
-    pred = clean_whitespace(prediction)
-    if len(set(answers)) > 1:
-        answers = [normalize_answer(a) for a in answers]
-        pred = normalize_answer(pred)
-    matches = [a == pred for a in answers]
-    n = len(answers)
-    ids = [r.get("answer_id") for r in records] if records is not None else list(range(n))
-    if all(isinstance(i, int) for i in ids) and len(set(ids)) == n:
-        # Distinct records (always so in VQAv2): leaving out human i removes only human i.
-        others = [sum(matches) - m for m in matches]
-    else:
-        # The official code leaves out every answer record equal to human i's (after the
-        # normalisation above), so identical duplicate records drop out together.
-        assert records is not None
-        recs = [{**r, "answer": a} for r, a in zip(records, answers, strict=True)]
-        others = [sum(m for r, m in zip(recs, matches, strict=True) if r != ri) for ri in recs]
-    # Summed in order from 0 and divided once, exactly as the official code, so the floats match.
-    total = 0.0
-    for k in others:
-        total += min(1.0, k / 3)
-    return total / n
-
-
-def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """Return the official VQA accuracy in [0, 1] of one predicted answer against human answers."""
-    return _accuracy(prediction, list(human_answers), None)
+__all__ = [
+    "clean_whitespace",
+    "load_results",
+    "normalize_answer",
+    "vqa_accuracy",
+    "vqa_scores",
+    "write_results",
+]
 
 
 def _load_annotations(annotations: Any) -> list[Mapping]:
@@ -237,7 +131,7 @@ def vqa_scores(
             raise TypeError(
                 f"prediction for question {qid!r} must be a str, got {type(prediction).__name__}"
             )
-        acc = _accuracy(prediction, [r["answer"] for r in records], records)
+        acc = answer_accuracy(prediction, [r["answer"] for r in records], records)
         per_question[qid] = acc
         by_answer_type.setdefault(ann["answer_type"], []).append(acc)
         by_question_type.setdefault(ann["question_type"], []).append(acc)
@@ -275,3 +169,193 @@ def load_results(path: str | os.PathLike) -> dict[int, str]:
             raise ValueError(f"{path}: question id {qid} has more than one answer")
         out[qid] = item["answer"]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating models on VQA shards (``clippo data vqa``): fine-tuned classifiers and zero-shot
+# --------------------------------------------------------------------------------------------
+
+
+def annotations_of(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Shard records (``clippo.data.vqa``) -> VQAv2 annotations that ``vqa_scores`` reads."""
+    return [
+        {
+            "question_id": r["question_id"],
+            "answer_type": r["answer_type"],
+            "question_type": r["question_type"],
+            "answers": [{"answer": a, "answer_id": i + 1} for i, a in enumerate(r["answers"])],
+        }
+        for r in records
+    ]
+
+
+def _vqa_batches(model, urls: str, vocabulary, *, image_mode: str, batch_size: int, workers: int):
+    cfg = getattr(model, "cfg", None)
+    render = {k: v for k, v in (getattr(cfg, "render", None) or {}).items() if k != "image_size"}
+    dataset = VQAShardDataset(
+        urls,
+        vocabulary=vocabulary,
+        renderer=UnifontRenderer(**render),
+        image_size=model.image_size,
+        max_lines=getattr(cfg, "max_lines", 4),
+        image_mode=image_mode,
+        batch_size=batch_size,
+        train=False,
+    )
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+
+
+def predict_vqa(
+    model,
+    urls: str,
+    *,
+    batch_size: int = 256,
+    max_questions: int | None = None,
+    workers: int = 1,
+) -> tuple[dict[int, str], list[dict[str, Any]]]:
+    """A fine-tuned ``VQAClassifier``'s top answer per question of the shards ``urls``:
+    ``({question_id: answer}, records)``, the first ``max_questions`` questions when set."""
+    vocabulary = AnswerVocabulary(list(model.answers), [0] * len(model.answers))
+    was_training = model.training
+    model.eval()
+    predictions: dict[int, str] = {}
+    records: list[dict[str, Any]] = []
+    loader = _vqa_batches(
+        model, urls, vocabulary, image_mode="fused", batch_size=batch_size, workers=workers
+    )
+    with torch.no_grad():
+        for batch in loader:
+            top = model(batch["image"]).argmax(-1).tolist()
+            for i, qid in enumerate(batch["question_id"]):
+                predictions[qid] = model.answers[top[i]]
+                records.append(_record(batch, i))
+            if max_questions is not None and len(records) >= max_questions:
+                break
+    model.train(was_training)
+    if max_questions is not None:
+        records = records[:max_questions]
+        predictions = {r["question_id"]: predictions[r["question_id"]] for r in records}
+    return predictions, records
+
+
+def _record(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
+    keys = ("question_id", "question", "answers", "answer_type", "question_type")
+    return {k: batch[k][i] for k in keys}
+
+
+def score_predictions(
+    predictions: Mapping[int, str], records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``vqa_scores`` of predictions against shard records, without the per-question list."""
+    scores = vqa_scores(predictions, annotations_of(records))
+    return {k: v for k, v in scores.items() if k != "per_question"}
+
+
+class VQAHoldoutEvaluation:
+    """The held-out split scored at the end of a fine-tuning run (the engine's ``evaluation``):
+    ``holdout/vqa_accuracy`` and ``holdout/vqa_accuracy/ANSWER_TYPE``, for choosing the
+    learning rate."""
+
+    def __init__(self, urls: str, *, batch_size: int = 256, max_questions: int | None = None):
+        self.urls, self.batch_size, self.max_questions = urls, batch_size, max_questions
+
+    def due(self, step: int, final: bool) -> bool:
+        """Only at the end of the run."""
+        return final
+
+    def run(self, model, step: int = 0, final: bool = True) -> dict[str, float]:
+        """The held-out metrics as flat ``holdout/...`` entries, for metrics.jsonl."""
+        predictions, records = predict_vqa(
+            model, self.urls, batch_size=self.batch_size, max_questions=self.max_questions
+        )
+        scores = score_predictions(predictions, records)
+        out = {"holdout/vqa_accuracy": scores["overall"], "holdout/questions": len(records)}
+        for kind, value in scores["per_answer_type"].items():
+            out[f"holdout/vqa_accuracy/{kind}"] = value
+        return out
+
+
+def write_vqa_report(
+    out_dir: str | os.PathLike,
+    predictions: Mapping[int, str],
+    scores: Mapping[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """``OUT/metrics.json`` (scores and ``extra``) and ``OUT/predictions.json`` (the official
+    results format); returns what metrics.json holds."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_results(dict(predictions), out_dir / "predictions.json")
+    report = {**extra, **scores}
+    atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def zero_shot_vqa(
+    model,
+    urls: str,
+    answers: Sequence[str],
+    *,
+    batch_size: int = 256,
+    max_questions: int | None = None,
+    prompt: str = "question: {q} answer: {a}",
+    workers: int = 1,
+) -> tuple[dict[int, str], list[dict[str, Any]], dict[int, list[float]]]:
+    """Zero-shot VQA (CLIP-ViL section 5): each candidate answer is scored by the similarity of
+    the image embedding with the embedding of ``prompt`` filled with the question and the
+    answer (rendered, for CLIPPO). Returns ``(predictions, records, per-question accuracy of
+    every candidate)``; the last gives the chance level."""
+    vocabulary = AnswerVocabulary(list(answers), [0] * len(answers))
+    loader = _vqa_batches(
+        model, urls, vocabulary, image_mode="image", batch_size=batch_size, workers=workers
+    )
+    cache: dict[str, torch.Tensor] = {}  # questions repeat: embed each prompt set once
+    predictions: dict[int, str] = {}
+    records: list[dict[str, Any]] = []
+    candidate_scores: dict[int, list[float]] = {}
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            zimg = model.encode_image(batch["image"])
+            for i, qid in enumerate(batch["question_id"]):
+                question = batch["question"][i]
+                if question not in cache:
+                    prompts = [prompt.format(q=question, a=a) for a in answers]
+                    cache[question] = model.encode_text(prompts)
+                best = int((cache[question] @ zimg[i]).argmax())
+                predictions[qid] = answers[best]
+                record = _record(batch, i)
+                records.append(record)
+                candidate_scores[qid] = [vqa_accuracy(a, record["answers"]) for a in answers]
+            if max_questions is not None and len(records) >= max_questions:
+                break
+    if max_questions is not None:
+        records = records[:max_questions]
+        keep = {r["question_id"] for r in records}
+        predictions = {q: a for q, a in predictions.items() if q in keep}
+        candidate_scores = {q: s for q, s in candidate_scores.items() if q in keep}
+    return predictions, records, candidate_scores
+
+
+def baselines(
+    records: Sequence[Mapping[str, Any]],
+    candidate_scores: Mapping[int, Sequence[float]],
+    majority_answer: str,
+) -> dict[str, Any]:
+    """Chance (a uniformly random candidate: its expected accuracy) and always answering the
+    training set's majority answer, overall and per answer type."""
+    by_type: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        chance = _mean(list(candidate_scores[r["question_id"]]))
+        majority = vqa_accuracy(majority_answer, r["answers"])
+        by_type.setdefault(r["answer_type"], []).append((chance, majority))
+    every = [x for rows in by_type.values() for x in rows]
+    return {
+        "chance": _mean([c for c, _ in every]),
+        "majority": _mean([m for _, m in every]),
+        "majority_answer": majority_answer,
+        "per_answer_type": {
+            kind: {"chance": _mean([c for c, _ in rows]), "majority": _mean([m for _, m in rows])}
+            for kind, rows in by_type.items()
+        },
+    }

@@ -8,22 +8,19 @@ on kernels, as BERT's AdamW), batch 32, 3 epochs, 10% linear warm-up then linear
 gradient clipping at norm 1, and the learning rate is chosen from {2e-5, 3e-5, 5e-5} on the
 dev set, whose scores are reported (GLUE's test labels are private). The packaged config
 ``glue.yaml`` holds the recipe; every learning rate is one engine run in its own folder
-(``OUT/TASK/lr_LR``), so an interrupted protocol resumes where it stopped.
+(``OUT/TASK/lr_LR``, ``clippo.jobs.lr_grid``), so an interrupted protocol resumes where it
+stopped.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clippo.atomic import atomic_write_text
 from clippo.data.glue import (
     TaskSplit,
     encode_labels,
@@ -33,8 +30,8 @@ from clippo.data.glue import (
     train_task,
 )
 from clippo.eval.glue import GlueDevEvaluation
+from clippo.jobs.lr_grid import train_at_lr
 from clippo.train.config import ExperimentConfig
-from clippo.train.engine import run
 from clippo.train.tasks import ClassificationTask
 
 
@@ -78,36 +75,30 @@ def finetune(
 
     ``progress(step, loss)`` is called after every logged step.
     """
-    workdir = Path(workdir)
-    if (workdir / "result.json").is_file():
-        return json.loads((workdir / "result.json").read_text())
-    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
     train = splits["train"]
     vocab = label_vocabulary(task, train)
-    job = ClassificationTask(cfg, train, encode_labels(task, train, vocab), vocab)
     dev = GlueDevEvaluation(task, {n: s for n, s in splits.items() if n != "train"}, vocab)
+
+    def make_job(cfg: ExperimentConfig) -> tuple[ClassificationTask, GlueDevEvaluation]:
+        return ClassificationTask(cfg, train, encode_labels(task, train, vocab), vocab), dev
+
+    def summarize(job: ClassificationTask, last: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "train_examples": len(train),
+            "train_loss": _train_loss(workdir, job.total_steps // cfg.finetune.epochs),
+        }
+        for name in dev.splits:
+            prefix = f"{name}/"
+            out[name] = {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
+            out[name]["examples"] = int(out[name]["examples"])
+        return out
 
     def on_step(step: int, metrics: dict[str, float] | None) -> None:
         if metrics and progress is not None:
             progress(step, metrics["train/loss"])
 
-    start = time.perf_counter()
-    resume = (workdir / "checkpoints").is_dir()
-    last = run(job, cfg, workdir, resume=resume, on_step=on_step, evaluation=dev)
-    result: dict[str, Any] = {
-        "lr": lr,
-        "steps": job.total_steps,
-        "train_examples": len(train),
-        "train_loss": _train_loss(workdir, job.total_steps // cfg.finetune.epochs),
-    }
-    for name in dev.splits:
-        prefix = f"{name}/"
-        result[name] = {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
-        result[name]["examples"] = int(result[name]["examples"])
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write_text(workdir / "result.json", json.dumps(result, indent=2) + "\n")
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # the final model stays
-    return result
+    workdir = Path(workdir)
+    return train_at_lr(cfg, workdir, lr, make_job, summarize, on_step=on_step)
 
 
 def run_glue_task(

@@ -4,7 +4,14 @@ heads, and their directories (``io``). Names -> models: ``clippo.factory.create_
 from clippo.models.base import ContrastiveModel, count_parameters, state_fingerprint
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
 from clippo.models.clippo import CLIPPO, CLIPPOConfig
-from clippo.models.heads import TextBackbone, TextClassifier, TextClassifierConfig
+from clippo.models.heads import (
+    TextBackbone,
+    TextClassifier,
+    TextClassifierConfig,
+    VQAClassifier,
+    VQAClassifierConfig,
+    image_tower,
+)
 from clippo.models.io import from_pretrained, model_from_config, save_pretrained
 from clippo.models.lit import LiT, LiTConfig
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
@@ -25,8 +32,11 @@ __all__ = [
     "TextClassifierConfig",
     "TextTransformer",
     "TextTransformerConfig",
+    "VQAClassifier",
+    "VQAClassifierConfig",
     "ViT",
     "ViTConfig",
+    "image_tower",
     "count_parameters",
     "from_pretrained",
     "model_from_config",

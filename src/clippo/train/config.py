@@ -93,7 +93,8 @@ class ScheduleConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer: big_vision's Adafactor variant or AdamW, decoupled weight decay."""
+    """Optimizer: big_vision's Adafactor variant, AdamW or SGD with momentum, decoupled weight
+    decay."""
 
     name: str = "adafactor"
     lr: float = 1e-3
@@ -103,6 +104,9 @@ class OptimConfig:
     # rate (PyTorch's and BERT's AdamW), as the GLUE fine-tuning recipe needs.
     wd_times_lr: bool = False
     kwargs: dict = field(default_factory=dict)
+    # Learning-rate multipliers by parameter name (regular expressions matched in full, the
+    # first match wins), e.g. {"head\\..*": 10} for a fresh head (big_vision's lr_mults).
+    lr_mults: dict = field(default_factory=dict)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -191,7 +195,12 @@ class FinetuneConfig:
     epochs: int = 3
     lrs: list[float] = field(default_factory=lambda: [2e-5, 3e-5, 5e-5])
     max_train: int | None = None  # subsample the training split (seeded), for quick runs
-    max_dev: int | None = None
+    max_dev: int | None = None  # subsample the dev (VQA: held-out) split, for quick runs
+    # VQA (`clippo finetune vqa`; runs train.total_steps steps, not epochs): the protocol, the
+    # canvas size (a pretrained tower's position embedding is resampled to it), question lines.
+    protocol: str = ""  # fused
+    image_size: int | None = None  # None: the tower's own resolution
+    max_lines: int = 4
 
 
 @dataclass
@@ -254,8 +263,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
         parse_model_name(cfg.model.name)
     except ValueError as e:
         raise ConfigError(f"model.name: {e}") from None
-    if cfg.optim.name not in ("adafactor", "adamw"):
-        raise ConfigError(f"optim.name must be 'adafactor' or 'adamw', got {cfg.optim.name!r}")
+    if cfg.optim.name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name must be one of {sorted(OPTIMIZERS)}, got {cfg.optim.name!r}")
+    for pattern, mult in cfg.optim.lr_mults.items():
+        if not isinstance(mult, int | float) or isinstance(mult, bool) or mult < 0:
+            raise ConfigError(f"optim.lr_mults.{pattern} must be a number >= 0, got {mult!r}")
     # Values that would train backwards or mean nothing.
     for key, value in (
         ("optim.lr", cfg.optim.lr),

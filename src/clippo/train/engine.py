@@ -312,6 +312,7 @@ def run(
         wd=optim.wd * optim.lr if optim.wd_times_lr else optim.wd,
         schedule=schedule,
         grad_clip_norm=optim.grad_clip_norm,
+        lr_mults=optim.lr_mults,
         **optim.kwargs,
     )
     step = 0

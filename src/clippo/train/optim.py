@@ -12,7 +12,8 @@ before every step; ``group["lr"]`` is therefore the base rate, never the schedul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -271,7 +272,38 @@ class AdamW(_DecoupledOptimizer):
         return mu_hat / ((nu_hat + group["eps_root"]).sqrt() + group["eps"])
 
 
-OPTIMIZERS = {"adafactor": Adafactor, "adamw": AdamW}
+class SGD(_DecoupledOptimizer):
+    """SGD with heavy-ball momentum (``optax.trace``, big_vision's ``momentum_hp``) inside the
+    same chain: the direction is ``m <- momentum * m + grad`` (the fine-tuning optimizer of
+    CLIPPO's VQA and big_vision's transfer configs)."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        *,
+        wd: float = 0.0,
+        grad_clip_norm: float | None = None,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+    ):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        defaults = dict(lr=lr, wd=wd, momentum=momentum, nesterov=nesterov)
+        super().__init__(params, defaults, grad_clip_norm)
+
+    def _direction(self, p, g, state, group):
+        if not group["momentum"]:
+            return g.clone()
+        if not state:
+            state["trace"] = torch.zeros_like(p)
+        trace = state["trace"].mul_(group["momentum"]).add_(g)
+        if group["nesterov"]:
+            return g + group["momentum"] * trace
+        return trace.clone()  # the caller scales the direction in place
+
+
+OPTIMIZERS = {"adafactor": Adafactor, "adamw": AdamW, "sgd": SGD}
 
 
 class ScheduleMultiplier:
@@ -313,6 +345,42 @@ def param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decay, no_decay
 
 
+def _split_by_lr_mult(
+    model: nn.Module, groups: list[dict], lr_mults: Mapping[str, float], lr: float
+) -> list[dict]:
+    """Each group split by the learning-rate multiplier of its parameters' names."""
+    patterns = []
+    for pattern, mult in lr_mults.items():
+        try:
+            patterns.append((re.compile(pattern), float(mult)))
+        except re.error as e:
+            raise ValueError(f"lr_mults: {pattern!r} is not a regular expression ({e})") from None
+    names = {id(p): n for n, p in model.named_parameters()}
+    matched: set[str] = set()
+
+    def mult_of(p: nn.Parameter) -> float:
+        for regex, mult in patterns:
+            if regex.fullmatch(names[id(p)]):
+                matched.add(regex.pattern)
+                return mult
+        return 1.0
+
+    out = []
+    for group in groups:
+        by_mult: dict[float, list[nn.Parameter]] = {}
+        for p in group["params"]:
+            by_mult.setdefault(mult_of(p), []).append(p)
+        for mult, params in by_mult.items():
+            out.append({**group, "params": params, "lr": lr * mult})
+    unused = [pattern for pattern in lr_mults if pattern not in matched]
+    if unused:
+        raise ValueError(
+            f"lr_mults: {unused} match no trainable parameter (names such as "
+            f"{sorted(names.values())[:3]})"
+        )
+    return out
+
+
 def build_optimizer(
     model: nn.Module,
     *,
@@ -321,17 +389,22 @@ def build_optimizer(
     wd: float,
     schedule: Callable[[int], float],
     grad_clip_norm: float | None = 1.0,
+    lr_mults: Mapping[str, float] | None = None,
     **opt_kwargs,
 ) -> tuple[_DecoupledOptimizer, ScheduleMultiplier]:
     """Builds big_vision's optimizer chain over the trainable params of ``model``.
 
-    Frozen params (``requires_grad=False``) are left out. ``optimizer.step()`` clips the
-    gradients by global norm itself and keeps the pre-clip norm in ``optimizer.grad_norm``;
-    call ``scheduler.step()`` after it.
+    Frozen params (``requires_grad=False``) are left out. ``lr_mults`` maps regular expressions
+    to learning-rate multipliers for the parameters whose names they match in full (the first
+    that matches wins; big_vision's ``lr_mults``), e.g. ``{"head\\..*": 10}`` for a fresh head.
+    ``optimizer.step()`` clips the gradients by global norm itself and keeps the pre-clip norm
+    in ``optimizer.grad_norm``; call ``scheduler.step()`` after it.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     decay, no_decay = param_groups(model)
     groups = [{"params": ps, "wd": w} for ps, w in ((decay, wd), (no_decay, 0.0)) if ps]
+    if lr_mults:
+        groups = _split_by_lr_mult(model, groups, lr_mults, lr)
     optimizer = OPTIMIZERS[name](groups, lr, wd=wd, grad_clip_norm=grad_clip_norm, **opt_kwargs)
     return optimizer, ScheduleMultiplier(optimizer, schedule)

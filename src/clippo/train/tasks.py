@@ -3,18 +3,23 @@
 ``ContrastiveTask``: CLIP-style pre-training of any clippo model (CLIPPO, CLIP*, 1T-CLIP, LiT)
 on image/alt-text shards, with CLIPPO's text/text co-training and LiT's cached image features.
 ``ClassificationTask``: fine-tuning a model's text path with a classifier head on a labelled
-split (the GLUE protocol); VQA and other heads come in as further tasks of this kind.
+split (the GLUE protocol).
+``VQATask``: fine-tuning a model's image tower with a linear head over answers on VQA shards,
+the question drawn above the image (CLIPPO's fused protocol).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from clippo.convert import resample_posemb
 from clippo.data import ImageTransform, MixedBatchDataset, ShardDataset, TextPairDataset
 from clippo.data.glue import ClassificationBatches, TaskSplit
 from clippo.data.image_cache import (
@@ -22,10 +27,21 @@ from clippo.data.image_cache import (
     ImageFeatureCache,
     build_image_feature_cache,
 )
+from clippo.data.vqa import VQAShardDataset, read_vocabulary, split_pattern
 from clippo.factory import create_model
 from clippo.losses import ContrastiveLoss
 from clippo.models import ContrastiveModel, from_pretrained
-from clippo.models.heads import TextBackbone, TextClassifier, TextClassifierConfig, join_pair
+from clippo.models.heads import (
+    TextBackbone,
+    TextClassifier,
+    TextClassifierConfig,
+    VQAClassifier,
+    VQAClassifierConfig,
+    image_tower,
+    join_pair,
+)
+from clippo.models.vit import ViT
+from clippo.render import UnifontRenderer
 from clippo.train.config import ExperimentConfig
 from clippo.train.distributed import DistEnv, full_tensor, unwrap
 from clippo.train.engine import StepOutput, make_loader
@@ -344,6 +360,111 @@ class ClassificationTask:
         if self.vocab:
             metrics["accuracy"] = (out.argmax(-1) == labels).float().mean()
         return StepOutput(loss, len(labels), metrics)
+
+    def logged(self, model: nn.Module) -> dict[str, float]:
+        """Nothing beyond the engine's figures."""
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# VQA fine-tuning, fused protocol
+# --------------------------------------------------------------------------------------------
+
+
+def resize_vit(vit: ViT, image_size: int) -> ViT:
+    """``vit`` reading ``image_size`` images: a learned position embedding is resampled
+    (bilinear, big_vision's ``resample_posemb``), a sin-cos one rebuilt; same weights else."""
+    if image_size == vit.cfg.image_size:
+        return vit
+    cfg = dataclasses.replace(vit.cfg, image_size=image_size)
+    resized = ViT(cfg)
+    state = vit.state_dict()
+    if cfg.posemb == "learn":
+        state["pos_embed"] = resample_posemb(state["pos_embed"], cfg.grid)
+    resized.load_state_dict(state)
+    return resized
+
+
+def render_settings(model: nn.Module) -> dict:
+    """A model's Unifont renderer settings (CLIPPO's, e.g. the 9.0.06 glyphs of a converted
+    checkpoint), without the size; the defaults for models that render no text."""
+    render = getattr(getattr(model, "cfg", None), "render", None) or {}
+    return {k: v for k, v in render.items() if k != "image_size"}
+
+
+class VQATask:
+    """CLIPPO's fused VQA protocol (appendix A, B.1): the image tower of ``model.init`` (any
+    clippo model directory) or of ``model.name`` (random init) reads the question drawn in
+    16-px lines above the image, a fresh linear layer maps its pooled features to the answers,
+    and the sum over answers of the sigmoid cross-entropy with the soft targets (each answer's
+    VQA score) is minimised. ``finetune.image_size`` resamples the position embedding; the run
+    lasts ``train.total_steps`` steps over the ``train`` shards of ``finetune.data``.
+    """
+
+    def __init__(self, cfg: ExperimentConfig):
+        ft = cfg.finetune
+        if ft.protocol != "fused":
+            raise ValueError(f"finetune.protocol: only 'fused' is implemented, got {ft.protocol!r}")
+        if not ft.data:
+            raise ValueError("finetune.data is required: a folder of `clippo data vqa` (--data)")
+        self.cfg = cfg
+        self.vocabulary = read_vocabulary(ft.data)
+        self.train_urls = split_pattern(ft.data, "train")
+        self.total_steps = cfg.train.total_steps
+
+    def build_model(self) -> VQAClassifier:
+        """The tower (pretrained or random) at the fine-tuning resolution, and a fresh head."""
+        ft = self.cfg.finetune
+        source = build_model(self.cfg)
+        tower = image_tower(source).requires_grad_(True)  # a LiT tower may come locked
+        if ft.image_size and isinstance(tower, ViT):
+            tower = resize_vit(tower, ft.image_size)
+        elif ft.image_size and ft.image_size != source.image_size:
+            raise ValueError(
+                f"finetune.image_size {ft.image_size}: only a ViT tower is resized; build the "
+                f"model at that size instead (it reads {source.image_size} px)"
+            )
+        head = VQAClassifierConfig(
+            answers=list(self.vocabulary.answers),
+            max_lines=ft.max_lines,
+            render=render_settings(source),
+            image_size=getattr(source, "image_size", 224),
+        )
+        return VQAClassifier(tower, head)
+
+    def batches(self, model: VQAClassifier, env: DistEnv, start_batch: int):
+        """The training questions on their fused canvases, soft targets beside them."""
+        cfg = self.cfg
+        if cfg.data.batch_size % env.world_size:
+            raise ValueError(
+                f"data.batch_size {cfg.data.batch_size} is not divisible by {env.world_size} "
+                "processes"
+            )
+        return VQAShardDataset(
+            self.train_urls,
+            vocabulary=self.vocabulary,
+            renderer=UnifontRenderer(**model.cfg.render),
+            image_size=model.image_size,
+            max_lines=model.cfg.max_lines,
+            batch_size=cfg.data.batch_size // env.world_size,
+            train=True,
+            seed=cfg.train.seed,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            start_batch=start_batch,
+            rank=env.rank,
+            world_size=env.world_size,
+        )
+
+    def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
+        """Sigmoid cross-entropy summed over answers, averaged over questions (big_vision's
+        ``sigmoid_xent``); ``vqa_score`` is the soft target of the top answer."""
+        target = batch["target"].to(device, non_blocking=True)
+        with autocast():
+            logits = model(batch["image"].to(device, non_blocking=True))
+        logits = logits.float()
+        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1).mean()
+        score = target.gather(1, logits.argmax(-1, keepdim=True)).mean()
+        return StepOutput(loss, len(target), {"vqa_score": score})
 
     def logged(self, model: nn.Module) -> dict[str, float]:
         """Nothing beyond the engine's figures."""

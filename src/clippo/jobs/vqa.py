@@ -1,0 +1,136 @@
+"""VQA on the shared engine: CLIPPO's fused protocol with its learning-rate grid, evaluation of a
+fine-tuned model, and zero-shot VQA by prompting.
+
+``finetune_vqa`` trains one run per learning rate of ``finetune.lrs`` (``OUT/lr_LR``, resumable,
+``clippo.jobs.lr_grid``), scores each on the held-out 10% of the training questions, keeps the
+best, and only then scores that one model on the test split (``OUT/metrics.json``,
+``OUT/predictions.json`` in the official results format). The packaged config
+``vqa_fused.yaml`` holds the recipe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clippo.data.vqa import read_vocabulary, split_pattern
+from clippo.eval.vqa import (
+    VQAHoldoutEvaluation,
+    baselines,
+    predict_vqa,
+    score_predictions,
+    write_vqa_report,
+    zero_shot_vqa,
+)
+from clippo.jobs.lr_grid import train_at_lr
+from clippo.models import from_pretrained
+from clippo.train.config import ExperimentConfig
+from clippo.train.tasks import VQATask
+
+
+def finetune_vqa(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    *,
+    on_step: Callable[[float, int, dict[str, float] | None], Any] | None = None,
+    test_questions: int | None = None,
+) -> dict[str, Any]:
+    """The fused protocol on ``cfg.finetune.data``: one run per learning rate, the best on the
+    held-out split, then its test scores. Returns what ``OUT/metrics.json`` holds: ``best_lr``,
+    ``runs`` (each with its held-out metrics), ``model`` (the chosen model directory) and the
+    test scores (overall, per answer type, per question type).
+
+    ``on_step(lr, step, metrics)`` is called after every step.
+    """
+    out = Path(out)
+    ft = cfg.finetune
+    holdout = VQAHoldoutEvaluation(
+        split_pattern(ft.data, "holdout"), batch_size=cfg.eval.batch_size, max_questions=ft.max_dev
+    )
+
+    def make_job(cfg: ExperimentConfig) -> tuple[VQATask, VQAHoldoutEvaluation]:
+        return VQATask(cfg), holdout
+
+    def summarize(task: VQATask, last: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "holdout": {k.removeprefix("holdout/"): v for k, v in last.items() if "holdout/" in k},
+            "train_loss": last.get("train/loss"),
+        }
+
+    runs = []
+    for lr in ft.lrs:
+        report = None if on_step is None else (lambda s, m, lr=lr: on_step(lr, s, m))
+        runs.append(train_at_lr(cfg, out / f"lr_{lr:g}", lr, make_job, summarize, on_step=report))
+    best = max(runs, key=lambda r: r["holdout"]["vqa_accuracy"])
+    model_dir = out / f"lr_{best['lr']:g}" / "model"
+    start = time.perf_counter()
+    predictions, records = predict_vqa(
+        from_pretrained(model_dir),
+        split_pattern(ft.data, "test"),
+        batch_size=cfg.eval.batch_size,
+        max_questions=test_questions,
+    )
+    scores = score_predictions(predictions, records)
+    return write_vqa_report(
+        out,
+        predictions,
+        scores,
+        split="test",
+        protocol=ft.protocol,
+        best_lr=best["lr"],
+        model=str(model_dir),
+        runs=runs,
+        eval_seconds=round(time.perf_counter() - start, 1),
+    )
+
+
+def evaluate_vqa(
+    model_dir: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    split: str = "test",
+    zero_shot: bool = False,
+    batch_size: int = 256,
+    max_questions: int | None = None,
+) -> dict[str, Any]:
+    """Scores a model on a split of a VQA data folder into ``OUT/metrics.json`` and
+    ``OUT/predictions.json``: a fine-tuned VQA classifier, or (``zero_shot``) any contrastive
+    model by prompting, reported beside chance and the majority answer."""
+    model = from_pretrained(model_dir)
+    urls = split_pattern(data, split)
+    start = time.perf_counter()
+    extra: dict[str, Any] = {"model": str(model_dir), "data": str(data), "split": split}
+    if zero_shot:
+        if not hasattr(model, "encode_text"):
+            raise ValueError(
+                f"{model_dir} is a {type(model).__name__}: zero-shot VQA needs a contrastive "
+                "model (encode_image and encode_text)"
+            )
+        vocabulary = read_vocabulary(data)
+        predictions, records, candidates = zero_shot_vqa(
+            model,
+            urls,
+            vocabulary.answers,
+            batch_size=batch_size,
+            max_questions=max_questions,
+        )
+        extra.update(
+            protocol="zero-shot",
+            baselines=baselines(records, candidates, vocabulary.answers[0]),
+        )
+    else:
+        if not hasattr(model, "answers"):
+            raise ValueError(
+                f"{model_dir} is a {type(model).__name__}, not a fine-tuned VQA model: "
+                "fine-tune one with `clippo finetune vqa`, or pass --zero-shot"
+            )
+        predictions, records = predict_vqa(
+            model, urls, batch_size=batch_size, max_questions=max_questions
+        )
+        extra["protocol"] = "fused"
+    scores = score_predictions(predictions, records)
+    extra["eval_seconds"] = round(time.perf_counter() - start, 1)
+    return write_vqa_report(out, predictions, scores, **extra)
