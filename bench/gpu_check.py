@@ -144,6 +144,19 @@ def check_training(setup, device, bf16) -> dict:
     return {"first": losses[0], "last": losses[-1], "ok": losses[-1] < losses[0]}
 
 
+def _examples_per_s(step, steps: int, batch: int, device) -> float:
+    """Training examples per second over ``steps`` timed steps, after two warm-up steps (and
+    compilation)."""
+    for _ in range(2):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch * steps / (time.perf_counter() - t)
+
+
 def measure(setup, device, batch, bf16, **kw) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -151,14 +164,7 @@ def measure(setup, device, batch, bf16, **kw) -> dict:
     model, forward, opt, sched = _train_setup(setup, device, **kw)
     images, texts = _inputs(model, batch, setup["size"], device)
     step = _step_fn(forward, opt, sched, images, texts, device, bf16)
-    for _ in range(2):  # warm-up (and compilation)
-        step()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(setup["steps"]):
-        step()
-    _sync(device)
-    rate = batch * setup["steps"] / (time.perf_counter() - t)
+    rate = _examples_per_s(step, setup["steps"], batch, device)
     out = {"examples_per_s": rate, "peak_memory_gib": _peak_memory(device)}
     if device.type == "cuda":
         flops = _flops_per_example(model, setup["size"], kw.get("checkpointing", False))
@@ -218,14 +224,7 @@ def measure_other(name: str, setup: dict, device, batch: int, bf16: bool) -> dic
     tokens = torch.randint(1, vocab, (batch, length)).to(device)
     opt, sched = build_optimizer(model, name="adamw", lr=1e-3, wd=1e-4, schedule=lambda s: 1.0)
     step = _step_fn(model, opt, sched, images, tokens, device, bf16)
-    for _ in range(2):
-        step()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(setup["steps"]):
-        step()
-    _sync(device)
-    rate = batch * setup["steps"] / (time.perf_counter() - t)
+    rate = _examples_per_s(step, setup["steps"], batch, device)
     return {"examples_per_s": rate, "peak_memory_gib": _peak_memory(device)}
 
 
