@@ -56,12 +56,18 @@ class Tiny(nn.Module):
                 p.copy_(torch.tensor(INPUTS[f"param0/{self.TO_FIXTURE[name]}"]))
 
 
-def run_tiny(name: str, steps: int):
+def run_tiny(name: str, steps: int, **opt_kwargs):
     """Builds the optimizer for Tiny as the loop does and takes ``steps`` fixture steps."""
     model = Tiny()
     schedule = create_schedule(N_STEPS, **CFG["schedule"])
     opt, sched = build_optimizer(
-        model, name=name, lr=CFG["lr"], wd=CFG["wd"], schedule=schedule, grad_clip_norm=1.0
+        model,
+        name=name,
+        lr=CFG["lr"],
+        wd=CFG["wd"],
+        schedule=schedule,
+        grad_clip_norm=1.0,
+        **opt_kwargs,
     )
     for k in range(steps):
         for pname, p in model.named_parameters():
@@ -77,6 +83,17 @@ def test_adamw_trajectory_matches_big_vision():
     for pname, p in model.named_parameters():
         want = ref[f"param{N_STEPS}/{Tiny.TO_FIXTURE[pname]}"]
         np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-6, atol=1e-6, err_msg=pname)
+
+
+def test_multi_tensor_adamw_matches_big_vision_and_the_per_parameter_loop():
+    ref = np.load(FIXTURES / "adamw.npz")
+    model, opt, _ = run_tiny("adamw", N_STEPS, foreach=True)
+    loop, _, _ = run_tiny("adamw", N_STEPS)
+    assert opt.foreach
+    for (pname, p), q in zip(model.named_parameters(), loop.parameters(), strict=True):
+        want = ref[f"param{N_STEPS}/{Tiny.TO_FIXTURE[pname]}"]
+        np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-6, atol=1e-6, err_msg=pname)
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
 
 def test_adafactor_trajectory_matches_big_vision():

@@ -82,6 +82,11 @@ class _DecoupledOptimizer(torch.optim.Optimizer):
         grads = [local_tensor(p.grad).clone() for p, _ in with_grad]
         sharded = [is_sharded(p) for p, _ in with_grad]
         self.grad_norm = clip_grad_norm_(grads, self.grad_clip_norm, sharded)
+        self._update(with_grad, grads)
+        return loss
+
+    def _update(self, with_grad: list, grads: list[torch.Tensor]) -> None:
+        """``p <- p - mult * (lr * direction + wd * p)`` for each (param, group) and its grad."""
         for (p, group), g in zip(with_grad, grads, strict=True):
             if is_sharded(p):
                 update = self._sharded_direction(p, g, self.state[p], group)
@@ -92,7 +97,6 @@ class _DecoupledOptimizer(torch.optim.Optimizer):
             if group["wd"]:
                 update.add_(local, alpha=group["wd"])
             local.sub_(update.mul_(group["mult"]))
-        return loss
 
     def _sharded_direction(self, p, g, state, group) -> torch.Tensor:
         # Elementwise rules (Adam) work on the shard alone.
@@ -254,11 +258,47 @@ class AdamW(_DecoupledOptimizer):
         b2: float = 0.999,
         eps: float = 1e-8,
         eps_root: float = 0.0,
+        foreach: bool = False,
     ):
         defaults = dict(lr=lr, wd=wd, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
         super().__init__(params, defaults, grad_clip_norm)
+        # Multi-tensor kernels (torch._foreach_*): one launch per operation for all parameters
+        # of a group instead of one per parameter, what torch's fused/foreach AdamW buy on GPUs.
+        self.foreach = foreach
 
     elementwise_state = ("mu", "nu")
+
+    def _update(self, with_grad: list, grads: list[torch.Tensor]) -> None:
+        if not self.foreach or any(is_sharded(p) for p, _ in with_grad):
+            return super()._update(with_grad, grads)
+        by_group: dict[int, tuple[dict, list, list]] = {}
+        for (p, group), g in zip(with_grad, grads, strict=True):
+            _, params, group_grads = by_group.setdefault(id(group), (group, [], []))
+            params.append(p)
+            group_grads.append(g)
+        for group, ps, gs in by_group.values():
+            b1, b2 = group["b1"], group["b2"]
+            states = [self.state[p] for p in ps]
+            for st, g in zip(states, gs, strict=True):
+                if not st:
+                    st.update(step=0, mu=torch.zeros_like(g), nu=torch.zeros_like(g))
+                st["step"] += 1
+            mus, nus = [st["mu"] for st in states], [st["nu"] for st in states]
+            torch._foreach_mul_(mus, b1)
+            torch._foreach_add_(mus, gs, alpha=1.0 - b1)
+            torch._foreach_mul_(nus, b2)
+            torch._foreach_add_(nus, torch._foreach_mul(gs, gs), alpha=1.0 - b2)
+            mu_hat = torch._foreach_div(mus, [1.0 - b1 ** st["step"] for st in states])
+            nu_hat = torch._foreach_div(nus, [1.0 - b2 ** st["step"] for st in states])
+            torch._foreach_add_(nu_hat, group["eps_root"])
+            torch._foreach_sqrt_(nu_hat)
+            torch._foreach_add_(nu_hat, group["eps"])
+            update = torch._foreach_div(mu_hat, nu_hat)
+            torch._foreach_mul_(update, group["lr"])
+            if group["wd"]:
+                torch._foreach_add_(update, ps, alpha=group["wd"])
+            torch._foreach_mul_(update, group["mult"])
+            torch._foreach_sub_(ps, update)
 
     def _direction(self, p, g, state, group):
         if not state:
