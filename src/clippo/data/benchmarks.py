@@ -306,16 +306,12 @@ class ImageFiles(Dataset):
 
 def collate_image_files(items: list[tuple[int, Any, str | None]]) -> dict[str, Any]:
     """A batch of ``ImageFiles`` items: ``index`` and ``image`` of the readable ones, and
-    ``skipped`` ``{reason: n}``."""
+    ``skipped`` ``{index: reason}`` of the others."""
     kept = [(i, x) for i, x, _ in items if x is not None]
-    skipped: dict[str, int] = {}
-    for _, _, reason in items:
-        if reason is not None:
-            skipped[reason] = skipped.get(reason, 0) + 1
     return {
         "index": torch.tensor([i for i, _ in kept], dtype=torch.long),
         "image": torch.stack([x for _, x in kept]) if kept else None,
-        "skipped": skipped,
+        "skipped": {i: reason for i, _, reason in items if reason is not None},
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,9 @@ def embed_files(
     keep_pixels: set[str] | None = None,
 ) -> tuple[torch.Tensor, list[int], dict[str, int], dict[str, torch.Tensor]]:
     """Embeds image files, decoded in ``workers`` DataLoader processes: ``(embeddings of the
-    readable ones, their indices, {skip reason: n}, {key: pixels} for keys in keep_pixels)``."""
+    readable ones, their indices, {index: skip reason} of the others, {key: pixels} for keys in
+    keep_pixels)``. The one pass over image files: evaluation sets, ``clippo search`` and
+    ``clippo embed`` call it."""
     device = next(model.parameters()).device
     dataset = ImageFiles(paths, keys, transform or model.image_transform)
     loader = DataLoader(
@@ -168,8 +171,7 @@ def embed_files(
     )
     chunks, kept, skipped, pixels = [], [], {}, {}
     for batch in loader:
-        for reason, n in batch["skipped"].items():
-            skipped[reason] = skipped.get(reason, 0) + n
+        skipped.update(batch["skipped"])
         if batch["image"] is not None:
             chunks.append(model.encode_image(batch["image"].to(device)).float().cpu())
             kept.extend(batch["index"].tolist())
@@ -177,9 +179,10 @@ def embed_files(
                 if keep_pixels and keys[i] in keep_pixels:
                     pixels[keys[i]] = batch["image"][row]
         if progress is not None:
-            progress(len(batch["index"]) + sum(batch["skipped"].values()))
+            progress(len(batch["index"]) + len(batch["skipped"]))
     if not chunks:
-        raise ValueError(f"no readable image among {len(paths)} files (skipped: {skipped})")
+        reasons = dict(Counter(skipped.values()))
+        raise ValueError(f"no readable image among {len(paths)} files (skipped: {reasons})")
     return torch.cat(chunks), kept, skipped, pixels
 
 
@@ -213,7 +216,7 @@ def embed_labelled_images(
         labels=torch.tensor([data.labels[i] for i in kept], dtype=torch.long),
         texts=[],
         keys=[keys[i] for i in kept],
-        skipped={r: {"images": n} for r, n in skipped.items()},
+        skipped={r: {"images": n} for r, n in Counter(skipped.values()).items()},
         classnames=data.classnames,
         class_ids=data.class_ids,
     )
@@ -239,7 +242,7 @@ def embed_caption_set(
     once; ``text_languages`` says each one's language. Images with an ``image/category`` get it
     as their label. An image that cannot be decoded is skipped with its captions and counted."""
     data = root if isinstance(root, CaptionSet) else read_caption_set(root)
-    image, kept, skipped_by_reason, pixels = embed_files(
+    image, kept, skipped_files, pixels = embed_files(
         model,
         data.image_paths,
         data.keys,
@@ -250,7 +253,6 @@ def embed_caption_set(
         keep_pixels=keep_pixels,
     )
     images = [image]
-    broken = sum(skipped_by_reason.values())
     texts, ids, languages = [], [], []
     if with_texts:
         for row, i in enumerate(kept):
@@ -271,7 +273,8 @@ def embed_caption_set(
         )
         row_of = {t: r for r, t in enumerate(unique)}
         text_emb = emb[torch.tensor([row_of[t] for t in texts])]
-    skipped = {r: {CAPTIONS_FILE: n} for r, n in skipped_by_reason.items()} if broken else {}
+    reasons = Counter(skipped_files.values())
+    skipped = {r: {CAPTIONS_FILE: n} for r, n in reasons.items()}
     labels = torch.full((len(kept),), -1, dtype=torch.long)
     classnames = None
     if data.categories is not None:

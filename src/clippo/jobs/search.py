@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from clippo.atomic import atomic_write
-from clippo.data import BadImageError, load_image
+from clippo.data import load_image
 from clippo.eval.plots import plot_search
+from clippo.eval.sets import embed_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
@@ -30,7 +31,6 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-@torch.no_grad()
 def embed_image_files(
     model,
     paths: Sequence[Path],
@@ -39,33 +39,13 @@ def embed_image_files(
     progress: Callable[[int], Any] | None = None,
 ) -> tuple[torch.Tensor, list[Path], dict[str, str]]:
     """``(embeddings, embedded paths, {skipped path: reason})``: L2-normalised image embeddings
-    with the preprocessing every clippo evaluation uses (``model.image_transform``)."""
-    transform = model.image_transform
-    device = next(model.parameters()).device
+    with the preprocessing every clippo evaluation uses (``eval.sets.embed_files``)."""
+    paths = list(paths)
     model.eval()
-    rows, kept, skipped, batch = [], [], {}, []
-
-    def flush() -> None:
-        if batch:
-            pixels = torch.stack([x for _, x in batch]).to(device)
-            rows.append(model.encode_image(pixels).float().cpu())
-            kept.extend(p for p, _ in batch)
-            batch.clear()
-
-    for path in paths:
-        try:
-            image = load_image(path.read_bytes(), draft_size=transform.size, name=str(path))
-            batch.append((path, transform(image, key=str(path))))
-        except (BadImageError, OSError) as e:
-            skipped[str(path)] = getattr(e, "reason", type(e).__name__)
-        if len(batch) == batch_size:
-            flush()
-        if progress is not None:
-            progress(1)
-    flush()
-    if not rows:
-        raise ValueError(f"no readable images among {len(paths)} files (skipped: {skipped})")
-    return torch.cat(rows), kept, skipped
+    emb, kept, skipped, _ = embed_files(
+        model, paths, [str(p) for p in paths], batch_size=batch_size, progress=progress
+    )
+    return emb, [paths[i] for i in kept], {str(paths[i]): r for i, r in skipped.items()}
 
 
 def top_matches(
