@@ -194,7 +194,7 @@ def test_resume_with_text_pairs_continues_exactly(openclipart_small, fortune_pai
         ({"data.text_pairs": None}, "data.text_pairs: a text-pair shard pattern is required"),
         ({"data.text_pair_fraction": 0.05}, "gives 0 text pairs per batch"),
         ({"data.text_pair_fraction": 0.95}, "gives 8 text pairs per batch"),
-        ({"model.name": "clip-mu/16"}, "needs a CLIPPO model"),
+        ({"model.name": "clip-mu/16"}, r"reads both sides of a pair \(CLIPPO, LiT\)"),
         ({"data.text_pair_fractoin": 0.5}, "unknown config key 'data.text_pair_fractoin'"),
         ({"train.keep_image_pairs_constant": "yes"}, "keep_image_pairs_constant: expected"),
     ],
@@ -246,7 +246,7 @@ def test_step_rule_keeps_image_pairs_seen_constant(batch, fraction, keep, steps)
 
 def test_tokenized_models_are_refused(openclipart_small, fortune_pairs):
     cfg = _cfg(openclipart_small, fortune_pairs)
-    with pytest.raises(ValueError, match="needs a CLIPPO model"):
+    with pytest.raises(ValueError, match=r"reads both sides of a pair \(CLIPPO, LiT\)"):
         build_train_loader(cfg, create_model("1t-clip-mu/16"), DistEnv(), 0)
 
 
@@ -291,3 +291,81 @@ def test_cli_trains_demo_textpairs_and_reports_the_step_rule(
     printed = capsys.readouterr().out
     assert "co-training: 2 text pairs + 6 image pairs per batch of 8; 4 steps" in printed
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [4]
+
+
+def _lit_cfg(images, pairs, tmp_path, **sets):
+    """``_cfg`` with lit_demo's Lu model at 32 px: cached locked features, no augmentation."""
+    lit = {
+        "model.name": "lit-Lu-mu/16",
+        "model.options": {"image_size": 32},
+        "data.image_cache": str(tmp_path / "cache"),
+        "data.augment": {"flip": False, "random_resized_crop": None},
+        "data.workers": 0,
+    }
+    return _cfg(images, pairs, **(lit | sets))
+
+
+def test_lit_reads_both_sides_of_a_pair_with_its_text_tower_beside_cached_features(
+    openclipart_small, fortune_pairs, tmp_path
+):
+    cfg = _lit_cfg(
+        openclipart_small, fortune_pairs, tmp_path,
+        **{"train.total_steps": 1, "train.log_every": 1},
+    )  # fmt: skip
+    logged = {}
+    train(cfg, tmp_path / "run", on_step=lambda step, metrics: logged.update(metrics or {}))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    batch = next(iter(build_train_loader(cfg, model, DistEnv(), 0)))
+    assert batch["image"].shape == (6, 1280)  # the locked tower's cached features
+    assert batch["pair_text_a_input"].shape == (2, 32, 32)  # rendered, as the alt-texts
+    with torch.no_grad():
+        zimg, ztxt, scale = model(
+            text_input=batch["text_input"],
+            text_pairs=(batch["pair_text_a_input"], batch["pair_text_b_input"]),
+            image_features=batch["image"],
+        )
+        expected_img = torch.cat(
+            [model.encode_image_features(batch["image"]), model.encode_text(batch["pair_text_a"])]
+        )
+        expected_txt = model.encode_text(batch["text"] + batch["pair_text_b"])
+        torch.testing.assert_close(zimg, expected_img, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ztxt, expected_txt, rtol=1e-5, atol=1e-5)
+        # Without the pairs the same call is LiT's plain image/alt-text forward.
+        features, text_input = batch["image"], batch["text_input"]
+        plain_img, plain_txt, _ = model(text_input=text_input, image_features=features)
+        torch.testing.assert_close(plain_img, zimg[:6])
+        torch.testing.assert_close(plain_txt, ztxt[:6])
+    direct = _symmetric_ce(scale * zimg @ ztxt.T)
+    assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)
+    assert abs(direct.item() - _symmetric_ce((scale * zimg @ ztxt.T)[:6, :6]).item()) > 1e-3
+
+
+def test_cli_trains_packaged_lit_multilingual_config(
+    openclipart_small, fortune_pairs, tmp_path, capsys
+):
+    from clippo.cli import main
+
+    out, stats = openclipart_small
+    small = {
+        "model.name": "lit-Lu-mu/16",
+        "model.options.image_size": 32,
+        "data.train": out / stats["train_pattern"],
+        "data.image_cache": tmp_path / "cache",
+        "data.text_pairs": fortune_pairs[0],
+        "eval.sets.val.data": out / stats["val_pattern"],
+        "data.batch_size": 8,
+        "data.workers": 0,
+        "data.shuffle_buffer": 20,
+        "train.total_steps": 3,
+        "train.threads": 1,
+        "train.precision": "fp32",
+        "optim.schedule.warmup_steps": 1,
+    }
+    sets = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
+    assert main(["train", "lit_multilingual", "--workdir", str(tmp_path / "w"), *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "co-training: 4 text pairs + 4 image pairs per batch of 8; 6 steps" in printed
+    assert "i2t_recall@1" in printed
+    saved = json.loads((tmp_path / "w" / "model" / "config.json").read_text())
+    assert saved["model_type"] == "lit" and saved["image_mode"] == "L"

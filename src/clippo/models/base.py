@@ -272,16 +272,29 @@ class ContrastiveModel(PretrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both embeddings and the logit scale, for the contrastive loss.
 
-        ``image_features`` replaces ``images`` with a locked tower's cached features (LiT);
-        ``text_pairs`` adds text/text pairs (models with ``supports_text_pairs``).
+        ``image_features`` replaces ``images`` with a locked tower's cached features (LiT).
+        ``text_pairs``: ``(text_a, text_b)`` inputs of the text path for text/text co-training
+        (CLIPPO section 3; models with ``supports_text_pairs``). Both sides go through the text
+        path; their rows follow the image/alt-text rows, so ``zimg = [images; text_a]`` and
+        ``ztxt = [alt-texts; text_b]``. Images and alt-texts may be ``None`` together: a batch
+        of text pairs only.
         """
-        if text_pairs is not None:
-            raise ValueError(
-                f"text/text pairs need a model that reads both sides as pixels (CLIPPO); "
-                f"got {type(self).__name__}"
-            )
+        zimg = None
         if image_features is not None:
             zimg = self.encode_image_features(image_features)
-        else:
+        elif images is not None or text_pairs is None:
             zimg = self.embed_pixels(images)
-        return zimg, self.encode_text_input(text_input), self.logit_scale.exp()
+        if text_pairs is None:
+            return zimg, self.encode_text_input(text_input), self.logit_scale.exp()
+        if not self.supports_text_pairs:
+            raise ValueError(
+                f"text/text pairs need a model whose text path reads both sides (CLIPPO, LiT); "
+                f"got {type(self).__name__}"
+            )
+        text_a, text_b = text_pairs
+        texts = text_b if text_input is None else torch.cat([text_input, text_b])
+        rows = texts.shape[0]
+        # One pass over every text of the batch.
+        z = self.encode_text_input(torch.cat([texts, text_a]))
+        zimg = z[rows:] if zimg is None else torch.cat([zimg, z[rows:]])
+        return zimg, z[:rows], self.logit_scale.exp()

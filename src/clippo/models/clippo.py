@@ -124,28 +124,3 @@ class CLIPPO(ContrastiveModel):
         tower = self.text if self.text is not None else self.image
         patch_embed = getattr(self, "text_patch_embed", None)
         return tower.forward_features(x, patch_embed=patch_embed)["pre_logits"]
-
-    def forward(
-        self,
-        images: torch.Tensor | None = None,
-        text_input: torch.Tensor | None = None,
-        text_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
-        *,
-        image_features: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both embeddings and the logit scale, for the contrastive loss.
-
-        ``text_pairs``: rendered ``(text_a, text_b)`` for co-training (paper section 3). Both
-        sides go through the text path; their rows follow the image/alt-text rows, so
-        ``zimg = [images; text_a]`` and ``ztxt = [alt-texts; text_b]``. Images and alt-texts
-        may be ``None`` together: a batch of text pairs only.
-        """
-        if text_pairs is None:
-            return super().forward(images, text_input, image_features=image_features)
-        text_a, text_b = text_pairs
-        texts = text_b if text_input is None else torch.cat([text_input, text_b])
-        rows = texts.shape[0]
-        # One pass over every rendered text of the batch.
-        z = self.encode_text_input(torch.cat([texts, text_a]))
-        zimg = z[rows:] if images is None else torch.cat([self.embed_pixels(images), z[rows:]])
-        return zimg, z[:rows], self.logit_scale.exp()

@@ -384,6 +384,6 @@ def _check_text_pairs(cfg: ExperimentConfig) -> None:
         )
     if not cfg.model.init and not model_class(cfg.model.name).supports_text_pairs:
         raise ConfigError(
-            f"data.text_pair_fraction: text/text co-training needs a CLIPPO model (pixels for "
-            f"both sides), not {cfg.model.name!r}"
+            "data.text_pair_fraction: text/text co-training needs a model whose text path "
+            f"reads both sides of a pair (CLIPPO, LiT), not {cfg.model.name!r}"
         )

@@ -127,8 +127,8 @@ def train_batches(
     pairs = cfg.data.text_pairs_per_batch
     if pairs and not model.supports_text_pairs:
         raise ValueError(
-            f"text/text co-training (data.text_pair_fraction) needs a CLIPPO model, which reads "
-            f"both sides as pixels; got {type(model).__name__}"
+            "text/text co-training (data.text_pair_fraction) needs a model whose text path reads "
+            f"both sides of a pair (CLIPPO, LiT); got {type(model).__name__}"
         )
     if pairs % env.world_size:
         raise ValueError(
