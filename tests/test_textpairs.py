@@ -6,21 +6,26 @@ from pathlib import Path
 import pytest
 
 from clippo.cli import main
+from clippo.data.build import textpairs
 from clippo.data.build.langtasks import (
     build_fortune_topic,
     build_manual_nsp,
     build_manual_translation,
 )
 from clippo.data.build.textpairs import (
+    DEBIAN_FAQ_DIR,
     DEBIAN_REFERENCE_DIR,
     FORTUNES_DIR,
-    align_debian_reference,
+    align_debian_manual,
     corpus_pairs,
-    debian_reference_documents,
+    debian_manual_documents,
+    display_width,
+    manual_files,
+    manual_languages,
     nsp_pairs,
     read_aligned_lines,
     read_backtranslation_pairs,
-    read_debian_reference,
+    read_debian_manual,
     read_fortunes,
     read_tsv_pairs,
     split_sentences,
@@ -38,6 +43,9 @@ def manual_ch03(tmp_path_factory):
     for lang in ("en", "fr"):
         (root / f"ch03.{lang}.html").symlink_to(DEBIAN_REFERENCE_DIR / f"ch03.{lang}.html")
     return root
+
+
+FAQ_FIXTURE = Path(__file__).parent / "fixtures" / "debian_faq"  # the FAQ's installed layout
 
 
 @pytest.mark.parametrize(
@@ -60,6 +68,9 @@ def manual_ch03(tmp_path_factory):
          ["Bonjour !", "Comment ça va ?", "Très bien, c.-à-d. parfait."]),
         ("Wait... What?   Fine (really.) ok", ["Wait...", "What?", "Fine (really.) ok"]),
         ("no end punctuation", ["no end punctuation"]),
+        ("Debian 是一个发行版。它很好！真的吗？是的",
+         ["Debian 是一个发行版。", "它很好！", "真的吗？", "是的"]),
+        ("「はい。」次の文です。 Then English.", ["「はい。」", "次の文です。", "Then English."]),
         ("", []),
     ],
 )  # fmt: skip
@@ -68,7 +79,7 @@ def test_split_sentences(text, expected):
 
 
 def test_manual_reader_extracts_prose_by_section(manual_ch03):
-    sections = read_debian_reference("en", manual_ch03)
+    sections = read_debian_manual("en", manual_ch03)
     assert sections[0].chapter == "ch03" and sections[0].section == "_the_system_initialization"
     first = sections[1].paragraphs[0]
     assert first.startswith("The computer system undergoes several phases of boot strap")
@@ -76,14 +87,14 @@ def test_manual_reader_extracts_prose_by_section(manual_ch03):
     texts = [p for s in sections for p in s.paragraphs]
     assert not any(p.startswith(("Table 3.", "Table of Contents", "Prev")) for p in texts)
     assert [s.section for s in sections] == [
-        s.section for s in read_debian_reference("fr", manual_ch03)
+        s.section for s in read_debian_manual("fr", manual_ch03)
     ]
     with pytest.raises(FileNotFoundError, match="debian-reference-de"):
-        read_debian_reference("de", manual_ch03)
+        read_debian_manual("de", manual_ch03)
 
 
 def test_nsp_pairs_are_consecutive_sentences_within_a_section(manual_ch03):
-    documents = debian_reference_documents("en", manual_ch03)
+    documents = debian_manual_documents("en", manual_ch03)
     pairs = list(nsp_pairs(documents))
     assert len(pairs) > 50
     assert pairs[0] == (
@@ -102,12 +113,88 @@ def test_nsp_pairs_are_consecutive_sentences_within_a_section(manual_ch03):
 
 
 def test_manual_alignment_pairs_translations_and_counts_drops(manual_ch03):
-    pairs, dropped = align_debian_reference("en", "fr", manual_ch03)
+    pairs, dropped = align_debian_manual("en", "fr", manual_ch03)
     assert len(pairs) > 30
     assert pairs[0][1].startswith("It is wise for you as the system administrator")
     assert pairs[0][2].startswith("En tant tant qu\u2019administrateur du système")
     assert all(a != b for _, a, b in pairs)
     assert dropped["paragraph_untranslated"] > 0  # this chapter has untranslated paragraphs
+
+
+def test_faq_layout_english_at_the_top_translations_in_language_folders():
+    assert manual_files("en", FAQ_FIXTURE, manual="debian-faq") == [
+        FAQ_FIXTURE / "basic-defs.en.html"  # index.en.html is only a table of contents
+    ]
+    assert manual_files("fr", FAQ_FIXTURE, manual="debian-faq") == [
+        FAQ_FIXTURE / "fr" / "basic-defs.fr.html"
+    ]
+    assert manual_languages("debian-faq", FAQ_FIXTURE) == ["en", "fr", "ja"]
+    with pytest.raises(FileNotFoundError, match="apt-get install debian-faq-de"):
+        manual_files("de", FAQ_FIXTURE, manual="debian-faq")
+    with pytest.raises(ValueError, match="unknown manual 'debian-policy'"):
+        manual_files("en", FAQ_FIXTURE, manual="debian-policy")
+    sections = read_debian_manual("en", FAQ_FIXTURE, manual="debian-faq")
+    assert [(s.chapter, s.section) for s in sections] == [
+        ("basic-defs", "whatisfaq"),
+        ("basic-defs", "whatisdebian"),
+    ]  # no table of contents, table caption or cell
+    assert sections[0].paragraphs[1] == "The FAQ is kept in debian-faq."  # markup gone
+
+
+def test_faq_aligns_with_the_reference_manual_aligner_in_latin_and_cjk_scripts():
+    pairs, dropped = align_debian_manual("en", "fr", FAQ_FIXTURE, manual="debian-faq")
+    assert pairs == [
+        ("basic-defs#whatisfaq",
+         "This document gives frequently asked questions about the Debian distribution.",
+         "Ce document répond aux questions les plus fréquentes sur la distribution Debian."),
+        ("basic-defs#whatisfaq", "Pointers to other documentation will be given.",
+         "Des liens vers d'autres documentations seront fournis."),
+        ("basic-defs#whatisdebian",
+         "Debian GNU/Linux is a particular distribution of the Linux operating system.",
+         "Debian GNU/Linux est une distribution particulière du système d'exploitation Linux."),
+    ]  # fmt: skip
+    assert dropped == {"paragraph_untranslated": 1, "paragraph_sentence_count_mismatch": 1}
+    # Japanese: split at 。 (no space follows it), lengths compared in Unifont columns (the
+    # second pair is 47 characters against 16, but 47 columns against 32).
+    pairs, dropped = align_debian_manual("en", "ja", FAQ_FIXTURE, manual="debian-faq")
+    assert [(a, b) for _, a, b in pairs] == [
+        ("This document gives frequently asked questions about the Debian distribution.",
+         "この文書は Debian ディストリビューションについてよく聞かれる疑問を集めています。"),
+        ("Pointers to other documentation will be given.", "他の文書へのポインタを示します。"),
+        ("The FAQ is kept in debian-faq.", "FAQ は debian-faq パッケージにあります。"),
+    ]  # fmt: skip
+    assert dropped == {"section_missing": 1, "paragraphs_in_dropped_sections": 2}
+    assert display_width("他の文書へ") == 10 and display_width("Debian é") == 8
+
+
+def test_faq_is_a_translation_corpus_of_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(textpairs.MANUAL_DIRS, "debian-faq", FAQ_FIXTURE)
+    pairs, info = corpus_pairs("translation", ["debian-faq"], lang_b="ja")
+    assert len(pairs) == 3 and info["alignment_dropped"]["section_missing"] == 1
+    pairs, info = corpus_pairs("translation", ["debian-faq"], lang_b="all")
+    assert info["pairs_per_language"] == {"fr": {"debian-faq": 3}, "ja": {"debian-faq": 3}}
+    assert len(pairs) == 6
+    out = tmp_path / "faq"
+    assert main(["data", "textpairs", "--source", "translation", "--corpus", "debian-faq",
+                 "iso-codes", "--lang-b", "fr,ja", "--max-per-language", "5",
+                 "--out", str(out)]) == 0  # fmt: skip
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["pairs_per_language"] == {
+        "fr": {"debian-faq": 3, "iso-codes": 5},
+        "ja": {"debian-faq": 3, "iso-codes": 5},
+    }
+    written = set(iter_text_pairs(str(out / stats["train_pattern"])))
+    japanese = "他の文書へのポインタを示します。"
+    assert ("Pointers to other documentation will be given.", japanese) in written
+
+
+@pytest.mark.skipif(
+    not (DEBIAN_FAQ_DIR / "de" / "index.de.html").is_file(), reason="needs debian-faq-de"
+)
+def test_installed_faq_aligns_most_of_its_german_translation():
+    pairs, dropped = align_debian_manual("en", "de", manual="debian-faq")
+    assert len(pairs) > 900 and len(pairs) > 5 * sum(dropped.values())
+    assert ("basic-defs#whatisdebian", "Debian GNU/Linux is:") in {p[:2] for p in pairs}
 
 
 def test_fortunes_reader_splits_entries_and_drops_attributions():
@@ -119,7 +206,7 @@ def test_fortunes_reader_splits_entries_and_drops_attributions():
 
 
 def test_aligned_lines_and_tsv_translation_pairs(tmp_path):
-    pairs, _ = align_debian_reference("en", "fr", DEBIAN_REFERENCE_DIR)
+    pairs, _ = align_debian_manual("en", "fr", DEBIAN_REFERENCE_DIR)
     pairs = pairs[:20]
     (tmp_path / "a.en").write_text("\n".join(a for _, a, _ in pairs) + "\n\n")
     (tmp_path / "a.fr").write_text("\n".join(b for _, _, b in pairs) + "\n\n")
@@ -206,12 +293,12 @@ def test_manual_tasks_are_balanced_and_split_by_section(manual_ch03):
         assert abs(labels.count("next") - labels.count("not_next")) <= 1
     train_a = {r[1] for r in rows["train"]}
     assert not train_a & {r[1] for r in rows["dev"]}
-    documents = debian_reference_documents("en", manual_ch03)
+    documents = debian_manual_documents("en", manual_ch03)
     consecutive = {(d[i], d[i + 1]) for d in documents for i in range(len(d) - 1)}
     for _, a, b, label in rows["train"] + rows["dev"]:
         assert ((a, b) in consecutive) == (label == "next")
     rows, info = build_manual_translation(manual_ch03, dev_fraction=0.3)
-    aligned = {(a, b) for _, a, b in align_debian_reference("en", "fr", manual_ch03)[0]}
+    aligned = {(a, b) for _, a, b in align_debian_manual("en", "fr", manual_ch03)[0]}
     for split_rows in rows.values():
         labels = [r[3] for r in split_rows]
         assert abs(labels.count("translation") - labels.count("not_translation")) <= 1

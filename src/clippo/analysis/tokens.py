@@ -190,7 +190,7 @@ def token_corpora(
                     f"no manual under {root}: apt-get install debian-reference-en"
                 )
             for lang in langs:
-                docs = textpairs.debian_reference_documents(lang)
+                docs = textpairs.debian_manual_documents(lang)
                 by_lang[lang] = [s for d in docs for s in d]
         else:
             by_lang["en"] = [

@@ -7,7 +7,7 @@
   sentence that follows sentence1 in the English Debian reference manual (``next``), or a
   random other sentence of the same split (``not_next``)?
 - ``manual_translation`` (RTE layout): is sentence2 the French translation of the English
-  sentence1 (``translation``, from ``align_debian_reference``), or the French of another
+  sentence1 (``translation``, from ``align_debian_manual``), or the French of another
   sentence of the same manual section when it has one, else of the same split?
 
 Pair tasks split by manual section (a hash of its id), so no sentence is in both splits, and
@@ -28,9 +28,9 @@ import numpy as np
 from clippo.data.build.textpairs import (
     DEBIAN_REFERENCE_DIR,
     FORTUNES_DIR,
-    align_debian_reference,
+    align_debian_manual,
     is_prose,
-    read_debian_reference,
+    read_debian_manual,
     read_fortunes,
     split_sentences,
 )
@@ -113,7 +113,7 @@ def build_manual_nsp(
     """Next-sentence detection on the English manual; negatives from the same split."""
     anchors: dict[str, list[tuple[str, str]]] = {"train": [], "dev": []}
     pool: dict[str, list[str]] = {"train": [], "dev": []}
-    for sec in read_debian_reference("en", root):
+    for sec in read_debian_manual("en", root):
         split = "dev" if _in_dev(f"{sec.chapter}#{sec.section}", dev_fraction) else "train"
         sentences = [s for p in sec.paragraphs for s in split_sentences(p)]
         ok = [is_prose(s, max_chars=max_chars) for s in sentences]
@@ -147,7 +147,7 @@ def build_manual_translation(
     seed: int = 0,
 ) -> tuple[dict[str, list[list[Any]]], dict[str, Any]]:
     """EN-FR translation detection on the manual; negatives from the same section if possible."""
-    aligned, dropped = align_debian_reference("en", "fr", root)
+    aligned, dropped = align_debian_manual("en", "fr", root)
     too_long = sum(max(len(a), len(b)) > max_chars for _, a, b in aligned)
     aligned = [p for p in aligned if max(len(p[1]), len(p[2])) <= max_chars]
     by_split: dict[str, list[tuple[str, str, str]]] = {"train": [], "dev": []}

@@ -7,21 +7,24 @@ Four pair sources, each yielding ``(text_a, text_b)``:
 - ``read_backtranslation_pairs``: ``original -> back-translated`` lines;
 - ``word_dropout_pairs``: one sentence twice, each copy with random words dropped (seeded).
 
-Corpora here: any text files (paragraphs split at blank lines), the Debian reference manual
-(HTML, one document per section; ``align_debian_reference`` pairs its English and French
-versions where sections and paragraphs line up), and the fortunes files. Pairs are written as
+Corpora here: any text files (paragraphs split at blank lines), the Debian manuals in DocBook
+HTML, the reference manual and the FAQ (one document per section; ``align_debian_manual`` pairs
+the English version with a translation where sections, paragraphs and sentences line up), and
+the fortunes files. Pairs are written as
 webdataset tar shards of ``KEY.json`` samples ``{"text_a", "text_b", "source", ...}``, without
 images, with a ``stats.json``; ``clippo.data.textpairs`` reads them back for training.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
 import os
 import re
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,13 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from clippo.data.build.translations import translation_pairs
+from clippo.data.build.translations import ExtraCorpus, translation_pairs
 from clippo.data.shards import write_split_shards
 
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
+DEBIAN_FAQ_DIR = Path("/usr/share/doc/debian/FAQ")
+# The Debian manuals in DocBook HTML that share one reader and aligner: their folders.
+MANUAL_DIRS = {"debian-reference": DEBIAN_REFERENCE_DIR, "debian-faq": DEBIAN_FAQ_DIR}
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 PAIR_SOURCES = ("nsp", "translation", "backtranslation", "dropout")
-CORPUS_PRESETS = ("debian-reference", "fortunes")
+CORPUS_PRESETS = ("debian-reference", "debian-faq", "fortunes")
 
 Pair = tuple[str, str]
 
@@ -56,9 +62,15 @@ ABBREVIATIONS = frozenset(
 )
 _CLOSERS = "\"'”’»)]"
 _OPENERS = "\"'“‘«(["
+_CJK_STOPS = "。！？"
+_CJK_CLOSERS = "」』）】〕"
 # A candidate end: terminal punctuation (French puts a space before ! ? and ;), then closing
-# quotes or brackets, then white space and what follows.
-_END = re.compile(rf"(?:\.\.\.|…|[.!?]+)[{re.escape(_CLOSERS)}]*(?=\s+(\S))")
+# quotes or brackets, then white space and what follows; or a CJK full stop, which needs no
+# space after it (Chinese and Japanese put none).
+_END = re.compile(
+    rf"(?:\.\.\.|…|[.!?]+)[{re.escape(_CLOSERS)}]*(?=\s+\S)"
+    rf"|[{_CJK_STOPS}]+[{re.escape(_CLOSERS + _CJK_CLOSERS)}]*(?=\s*\S)"
+)
 
 
 def _last_token(text: str) -> str:
@@ -71,9 +83,10 @@ def split_sentences(text: str) -> list[str]:
 
     A sentence ends at ``.``, ``!``, ``?`` or an ellipsis, after any closing quotes or
     brackets, when the next word starts with an upper-case letter, a digit, or an opening quote
-    or bracket followed by one. A dot does not end a sentence after a known abbreviation
-    ("Dr.", "e.g."), a single letter (initials) or a dotted token ("U.S."). ``"Stop!" he said``
-    stays whole because "he" is lower case. White space is collapsed.
+    or bracket followed by one; and at every CJK full stop (``_CJK_STOPS``), space or not. A
+    dot does not end a sentence after a known abbreviation ("Dr.", "e.g."), a single letter
+    (initials) or a dotted token ("U.S."). ``"Stop!" he said`` stays whole because "he" is
+    lower case. White space is collapsed.
     """
     text = " ".join(text.split())
     sentences, start = [], 0
@@ -83,7 +96,8 @@ def split_sentences(text: str) -> list[str]:
             nxt_at += 1
         following = text[nxt_at:]
         head = following.lstrip(_OPENERS)
-        if not head or not (head[0].isupper() or head[0].isdigit()):
+        cjk = match.group(0)[0] in _CJK_STOPS  # unambiguous: CJK scripts have no case
+        if not cjk and not (head and (head[0].isupper() or head[0].isdigit())):
             continue
         punct = match.group(0).rstrip(_CLOSERS)
         if punct == ".":
@@ -285,24 +299,58 @@ class _ManualParser(HTMLParser):
             self._para.append(data)
 
 
-def read_debian_reference(
-    lang: str = "en", root: str | os.PathLike = DEBIAN_REFERENCE_DIR
-) -> list[ManualSection]:
-    """The prose paragraphs of the manual's chapters and appendix in ``lang``, by section.
+def manual_files(
+    lang: str = "en", root: str | os.PathLike | None = None, *, manual: str = "debian-reference"
+) -> list[Path]:
+    """The chapter files of a Debian manual in ``lang`` (its file suffix: ``fr``, ``zh-cn``).
 
-    Reads ``pr01``, ``ch*`` and ``apa`` ``.LANG.html`` (the index is only a table of contents).
-    Raises FileNotFoundError naming the Debian package to install.
+    ``debian-reference``: ``pr01``, ``ch*`` and ``apa`` ``.LANG.html`` in one folder (the index
+    is only a table of contents). ``debian-faq``: ``NAME.en.html`` at the top, the translations
+    in ``LANG/NAME.LANG.html``, every chapter but the index. A chapter is named by the file
+    name's first part, the same in every language. Raises FileNotFoundError naming the Debian
+    package to install.
     """
-    root = Path(root)
-    files = sorted(root.glob(f"pr01.{lang}.html")) + sorted(root.glob(f"ch*.{lang}.html"))
-    files += sorted(root.glob(f"apa.{lang}.html"))
+    if manual not in MANUAL_DIRS:
+        raise ValueError(f"unknown manual {manual!r}; known: {list(MANUAL_DIRS)}")
+    root = Path(root if root is not None else MANUAL_DIRS[manual])
+    if manual == "debian-reference":
+        files = sorted(root.glob(f"pr01.{lang}.html")) + sorted(root.glob(f"ch*.{lang}.html"))
+        files += sorted(root.glob(f"apa.{lang}.html"))
+        package = f"debian-reference-{lang}"
+    else:
+        folder = root if lang == "en" else root / lang
+        files = sorted(p for p in folder.glob(f"*.{lang}.html") if p.name.split(".")[0] != "index")
+        package = "debian-faq" if lang == "en" else f"debian-faq-{lang}"
     if not files:
         raise FileNotFoundError(
-            f"no Debian reference HTML for language {lang!r} under {root}: "
-            f"apt-get install debian-reference-{lang}"
+            f"no {manual} HTML for language {lang!r} under {root}: apt-get install {package}"
         )
+    return files
+
+
+def manual_languages(manual: str, root: str | os.PathLike | None = None) -> list[str]:
+    """The file suffixes of the languages a Debian manual is installed in (``en``, ``zh-cn``)."""
+    root = Path(root if root is not None else MANUAL_DIRS[manual])
+    if manual == "debian-reference":
+        return sorted({p.name.split(".")[1] for p in root.glob("ch01.*.html")})
+    english = ["en"] if (root / "index.en.html").is_file() else []
+    return english + sorted(p.parent.name for p in root.glob("*/index.*.html"))
+
+
+def read_debian_manual(
+    lang: str = "en",
+    root: str | os.PathLike | None = None,
+    *,
+    manual: str = "debian-reference",
+) -> list[ManualSection]:
+    """The prose paragraphs of a Debian manual's chapters in ``lang``, by section.
+
+    ``manual``: ``debian-reference`` or ``debian-faq`` (``manual_files``), read from ``root``
+    (default: where Debian installs it). Both are DocBook HTML with the same section anchors in
+    every language.
+    """
     sections: list[ManualSection] = []
-    for path in files:
+    for path in manual_files(lang, root, manual=manual):
         parser = _ManualParser()
         parser.feed(path.read_text(encoding="utf-8"))
         chapter = path.name.split(".")[0]
@@ -313,32 +361,50 @@ def read_debian_reference(
     return sections
 
 
-def debian_reference_documents(
-    lang: str = "en", root: str | os.PathLike = DEBIAN_REFERENCE_DIR
+def debian_manual_documents(
+    lang: str = "en",
+    root: str | os.PathLike | None = None,
+    *,
+    manual: str = "debian-reference",
 ) -> list[list[str]]:
-    """The manual as documents of sentences, one document per section."""
+    """A Debian manual as documents of sentences, one document per section."""
     return [
         [s for p in sec.paragraphs for s in split_sentences(p)]
-        for sec in read_debian_reference(lang, root)
+        for sec in read_debian_manual(lang, root, manual=manual)
     ]
 
 
-def align_debian_reference(
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in Unifont: 2 for wide (CJK) characters, 1 for the others, so
+    that lengths compare across scripts (a Chinese sentence has far fewer characters than its
+    English translation, but a similar width)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def align_debian_manual(
     lang_a: str = "en",
     lang_b: str = "fr",
-    root: str | os.PathLike = DEBIAN_REFERENCE_DIR,
+    root: str | os.PathLike | None = None,
     *,
+    manual: str = "debian-reference",
     max_length_ratio: float = 2.0,
 ) -> tuple[list[tuple[str, str, str]], Counter]:
     """Sentence pairs ``(section key, text in lang_a, text in lang_b)`` and what was dropped.
 
-    The two versions share section anchors. A section aligns when it has as many paragraphs in
-    both; a paragraph pair when it is translated (differs) and splits into as many sentences;
-    a sentence pair when it differs and neither side is more than ``max_length_ratio`` times
-    longer. Everything else is counted in the returned Counter (in units of what was dropped).
+    The two versions of ``manual`` share section anchors. A section aligns when it has as many
+    paragraphs in both; a paragraph pair when it is translated (differs) and splits into as many
+    sentences; a sentence pair when it differs and neither side is more than
+    ``max_length_ratio`` times wider (``display_width``). Everything else is counted in the
+    returned Counter (in units of what was dropped).
     """
-    secs_a = {(s.chapter, s.section): s.paragraphs for s in read_debian_reference(lang_a, root)}
-    secs_b = {(s.chapter, s.section): s.paragraphs for s in read_debian_reference(lang_b, root)}
+    secs_a = {
+        (s.chapter, s.section): s.paragraphs
+        for s in read_debian_manual(lang_a, root, manual=manual)
+    }
+    secs_b = {
+        (s.chapter, s.section): s.paragraphs
+        for s in read_debian_manual(lang_b, root, manual=manual)
+    }
     dropped: Counter = Counter()
     pairs = []
     for key, paras_a in secs_a.items():
@@ -360,9 +426,10 @@ def align_debian_reference(
                 dropped["paragraph_sentence_count_mismatch"] += 1
                 continue
             for a, b in zip(sa, sb, strict=True):
+                wa, wb = display_width(a), display_width(b)
                 if a == b:
                     dropped["sentence_identical"] += 1
-                elif max(len(a), len(b)) > max_length_ratio * min(len(a), len(b)):
+                elif max(wa, wb) > max_length_ratio * min(wa, wb):
                     dropped["sentence_length_ratio"] += 1
                 else:
                     pairs.append((f"{key[0]}#{key[1]}", a, b))
@@ -407,11 +474,12 @@ def fortunes_documents(root: str | os.PathLike = FORTUNES_DIR) -> list[list[str]
 
 
 def corpus_documents(corpus: Sequence[str], lang: str = "en") -> list[list[str]]:
-    """Documents of sentences from presets (``debian-reference``, ``fortunes``) or text files."""
+    """Documents of sentences from presets (``debian-reference``, ``debian-faq``,
+    ``fortunes``) or text files."""
     documents: list[list[str]] = []
     for item in corpus:
-        if item == "debian-reference":
-            documents += debian_reference_documents(lang)
+        if item in MANUAL_DIRS:
+            documents += debian_manual_documents(lang, manual=item)
         elif item == "fortunes":
             documents += fortunes_documents()
         elif Path(item).is_dir():
@@ -427,16 +495,22 @@ def corpus_documents(corpus: Sequence[str], lang: str = "en") -> list[list[str]]
     return documents
 
 
-# Locale -> the language suffix of the manual's HTML files.
+# Locale -> the language suffix of the manuals' HTML files.
 MANUAL_LANGUAGES = {"zh_CN": "zh-cn", "zh_TW": "zh-tw", "pt_BR": "pt-br"}
 
 
-def _manual_pairs(locale: str) -> list[Pair] | None:
-    """English-``locale`` sentence pairs of the manual, or None where it is not installed."""
-    manual = MANUAL_LANGUAGES.get(locale, locale)
-    if not (DEBIAN_REFERENCE_DIR / f"index.{manual}.html").is_file():
+def _manual_locales(manual: str) -> list[str]:
+    """The locales (``zh_CN``, not ``zh-cn``) a Debian manual is installed in."""
+    locales = {suffix: locale for locale, suffix in MANUAL_LANGUAGES.items()}
+    return [locales.get(lang, lang) for lang in manual_languages(manual)]
+
+
+def _manual_pairs(locale: str, manual: str) -> list[Pair] | None:
+    """English-``locale`` sentence pairs of a manual, or None where it is not installed."""
+    if locale not in _manual_locales(manual):
         return None
-    return [(a, b) for _, a, b in align_debian_reference("en", manual)[0]]
+    lang_b = MANUAL_LANGUAGES.get(locale, locale)
+    return [(a, b) for _, a, b in align_debian_manual("en", lang_b, manual=manual)[0]]
 
 
 def corpus_pairs(
@@ -451,9 +525,10 @@ def corpus_pairs(
 ) -> tuple[list[Pair], dict[str, Any]]:
     """All pairs of ``source`` from ``corpus`` and a description of what was read and dropped.
 
-    ``translation``: ``debian-reference`` (aligned ``lang``/``lang_b``), two files of aligned
-    lines, or ``.tsv`` files; with ``freedict`` / ``iso-codes`` among the corpora, or several
-    ``lang_b`` (``fr,de,ja`` or ``all``), English-X pairs in each language
+    ``translation``: a manual (``debian-reference`` or ``debian-faq``, aligned
+    ``lang``/``lang_b`` by ``align_debian_manual``), two files of aligned lines, or ``.tsv``
+    files; with ``freedict`` / ``iso-codes`` among the corpora, or several ``lang_b``
+    (``fr,de,ja`` or ``all``), English-X pairs in each language from every corpus named
     (``clippo.data.build.translations``, at most ``max_per_language`` per language and corpus);
     ``backtranslation``: files of ``original -> back-translated``
     lines; ``nsp`` and ``dropout``: presets, text files or folders of them.
@@ -478,11 +553,18 @@ def corpus_pairs(
                 lang_b.split(","),
                 max_per_language=max_per_language,
                 seed=seed,
-                extra={"debian-reference": _manual_pairs},
+                extra={
+                    manual: ExtraCorpus(
+                        functools.partial(_manual_locales, manual),
+                        functools.partial(_manual_pairs, manual=manual),
+                    )
+                    for manual in MANUAL_DIRS
+                },
             )
             info.update(more)
-        elif list(corpus) == ["debian-reference"]:
-            aligned, dropped = align_debian_reference(lang, lang_b)
+        elif len(corpus) == 1 and corpus[0] in MANUAL_DIRS:
+            lang_b = MANUAL_LANGUAGES.get(lang_b, lang_b)
+            aligned, dropped = align_debian_manual(lang, lang_b, manual=corpus[0])
             pairs = [(a, b) for _, a, b in aligned]
             info["alignment_dropped"] = dict(sorted(dropped.items()))
         elif len(corpus) == 2 and not any(str(c).endswith(".tsv") for c in corpus):

@@ -10,8 +10,8 @@ Sources (all offline, ``../shared/DATA.md``):
 - ``iso-codes``: the gettext catalogues of Debian's ``iso-codes`` (country, language and
   currency names, 100+ locales): short, alt-text-like strings.
 
-``clippo.data.build.textpairs.corpus_pairs`` adds the manual (``debian-reference``, aligned
-English-X by ``align_debian_reference``) and writes the shards.
+``clippo.data.build.textpairs.corpus_pairs`` adds the manuals (``debian-reference`` and
+``debian-faq``, aligned English-X by ``align_debian_manual``) and writes the shards.
 
 Languages are named by the locale codes the evaluation uses (tuxpaint's, XM3600's): ``fr``,
 ``de``, ``zh_CN``, ``pt_BR``. Never read the tuxpaint packages here: they are the evaluation set.
@@ -22,9 +22,9 @@ from __future__ import annotations
 import gettext
 import gzip
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +44,14 @@ FREEDICT_LOCALES = {
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)")
 _SKIP = ("see:", "synonyms:", "note:", "antonyms:", "see also:", '"')
+
+
+class ExtraCorpus(NamedTuple):
+    """A translation corpus besides the presets: the locales it has, and its English-X pairs
+    in one locale (None where it has none)."""
+
+    locales: Callable[[], Iterable[str]]
+    pairs: Callable[[str], list[tuple[str, str]] | None]
 
 
 def _dictd_number(text: str) -> int:
@@ -150,12 +158,12 @@ def translation_pairs(
     *,
     max_per_language: int | None = None,
     seed: int = 0,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, ExtraCorpus] | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """English-X pairs from ``corpora`` (``TRANSLATION_PRESETS``, or names of ``extra``:
-    ``{name: function(locale) -> pairs or None}``) for each of ``locales`` (``["all"]``: every
-    locale freedict / iso-codes has); at most ``max_per_language`` per language and corpus (a
-    seeded sample). Returns the pairs and per-language counts."""
+    """English-X pairs from ``corpora`` (``TRANSLATION_PRESETS``, or names of ``extra``) for
+    each of ``locales`` (``["all"]``: every locale one of the corpora has); at most
+    ``max_per_language`` per language and corpus (a seeded sample). Returns the pairs and
+    per-language counts."""
     extra = extra or {}
     valid = [*TRANSLATION_PRESETS, *extra]
     bad = [c for c in corpora if c not in valid]
@@ -167,6 +175,9 @@ def translation_pairs(
             available |= set(freedict_locales())
         if "iso-codes" in corpora:
             available |= set(iso_codes_locales())
+        for corpus in corpora:
+            if corpus in extra:
+                available |= set(extra[corpus].locales())
         locales = sorted(available - {"en"})
     iso_locales = set(iso_codes_locales()) if "iso-codes" in corpora else set()
     rng = np.random.default_rng(seed)
@@ -175,7 +186,7 @@ def translation_pairs(
     for corpus in corpora:
         for locale in locales:
             if corpus in extra:
-                found = extra[corpus](locale)
+                found = extra[corpus].pairs(locale)
                 if found is None:
                     continue
             elif corpus == "freedict":
