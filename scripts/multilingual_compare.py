@@ -1,7 +1,7 @@
-"""Compares per-language bitext recall of runs on the tuxpaint set (docs/multilingual.md).
+"""Compares per-language recall (bitext or image<->text) of runs on tuxpaint (docs/multilingual.md).
 
     python scripts/multilingual_compare.py BASE_METRICS RUN_METRICS [--pairs STATS_JSON] [--k 1] \
-        [--plot OUT.png --labels BASE RUN]
+        [--direction bitext|i2t|t2i] [--plot OUT.png --labels BASE RUN]
 
 Each METRICS file is a run's ``metrics.json`` (keys ``tuxpaint/LANG/bitext_recall@k``) or the
 ``metrics.json`` of ``clippo eval multilingual`` (the same keys under ``"metrics"``). With
@@ -25,11 +25,11 @@ def metrics(path: str) -> dict[str, float]:
     return data.get("metrics", data)
 
 
-def bitext(path: str, k: int) -> dict[str, float]:
-    """``{language: bitext recall@k}`` of a metrics file."""
-    out = per_language_values(metrics(path), f"bitext_recall@{k}")
+def recall(path: str, k: int, direction: str = "bitext") -> dict[str, float]:
+    """``{language: recall@k}`` of a metrics file in ``direction`` (bitext, i2t, t2i)."""
+    out = per_language_values(metrics(path), f"{direction}_recall@{k}")
     if not out:
-        raise SystemExit(f"{path}: no */bitext_recall@{k} metrics")
+        raise SystemExit(f"{path}: no */{direction}_recall@{k} metrics")
     return out
 
 
@@ -39,10 +39,17 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--pairs", help="stats.json of the translation-pair shards")
     ap.add_argument("--k", type=int, default=1)
+    ap.add_argument(
+        "--direction",
+        default="bitext",
+        choices=("bitext", "i2t", "t2i"),
+        help="which recall the table compares (the plot draws all)",
+    )
     ap.add_argument("--plot", help="a PNG of both runs' per-language recall@k")
     ap.add_argument("--labels", nargs=2, default=["base", "run"], metavar=("BASE", "RUN"))
     args = ap.parse_args()
-    base, run = bitext(args.base, args.k), bitext(args.run, args.k)
+    base = recall(args.base, args.k, args.direction)
+    run = recall(args.run, args.k, args.direction)
     languages = sorted(set(base) & set(run))
     if args.pairs:
         trained = json.loads(Path(args.pairs).read_text())["pairs_per_language"]

@@ -77,3 +77,10 @@ def test_cli_analyze_tokens(char_model, tmp_path, capsys):
     record = json.loads((tmp_path / "tokens.json").read_text())
     assert record["rows"][0]["n_texts"] == 10 and record["image_size"] == 224
     assert (tmp_path / "tokens_fortunes.png").stat().st_size > 1000
+    # A name longer than the column (multi_spm16000) widens it: the columns stay aligned.
+    long_name = tmp_path / "a_multilingual_tokenizer.model"
+    long_name.write_bytes(char_model.read_bytes())
+    args = ["analyze", "tokens", "--tokenizer", str(long_name), "--corpus", "fortunes"]
+    assert main([*args, "--max-texts", "10", "--out", str(tmp_path / "long")]) == 0
+    head, _, row = capsys.readouterr().out.splitlines()[:3]
+    assert row.index(" 10 ") + 3 == head.index("texts") + len("texts")

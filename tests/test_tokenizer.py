@@ -91,3 +91,26 @@ def test_cli_trains_from_shards(openclipart_small, tmp_path, capsys):
     assert Tokenizer(model).vocab_size == 200
     assert main([*args, "--vocab-size", "32000"]) == 2
     assert "pass a vocabulary size of at most" in capsys.readouterr().err
+
+
+def test_cli_trains_on_both_sides_of_text_pairs_and_covers_every_character(tmp_path, capsys):
+    from clippo.analysis.tokens import unknown_piece_rate
+    from clippo.data.build.textpairs import write_text_pair_shards
+    from clippo.data.build.translations import iso_codes_pairs
+
+    # Real English-Japanese and English-Russian names: 2 scripts besides Latin, and
+    # many kanji seen once or twice.
+    pairs = iso_codes_pairs("ja")[:150] + iso_codes_pairs("ru")[:150]
+    stats = write_text_pair_shards(pairs, tmp_path / "pairs", source="translation")
+    pattern = str(tmp_path / "pairs" / stats["train_pattern"])
+    full, partial = tmp_path / "full.model", tmp_path / "partial.model"
+    args = ["tokenizer", "train", "--pairs", pattern, "--vocab-size", "500"]
+    assert main([*args, "--character-coverage", "1.0", "--out", str(full)]) == 0
+    assert "600 texts from 300 text pairs in 1 shards" in capsys.readouterr().out
+    assert main([*args, "--character-coverage", "0.98", "--out", str(partial)]) == 0
+    japanese = [b for _, b in pairs[:150]]
+    assert unknown_piece_rate(japanese, full) == 0.0  # every character it was trained on
+    assert unknown_piece_rate(japanese, partial) > 0.0  # rare kanji fall out at 98%
+    assert unknown_piece_rate([a for a, _ in pairs], full) == 0.0  # the English side too
+    assert main(["tokenizer", "train", "--out", str(tmp_path / "x.model")]) == 2
+    assert "give --shards" in capsys.readouterr().err

@@ -494,19 +494,30 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from clippo.data.shards import expand_urls, iter_tar_samples, sample_texts
+    from clippo.data.textpairs import iter_text_pairs
     from clippo.tokenizer import Tokenizer, train_tokenizer
 
+    if not args.shards and not args.pairs:
+        raise ValueError("give --shards (image/alt-text shards), --pairs (text pairs) or both")
     require("sentencepiece", "training a tokenizer")  # before reading every shard
     texts, bad = [], 0
-    urls = expand_urls(args.shards)
-    for url in tqdm(urls, desc="reading alt-texts", unit="shard"):
+    urls = expand_urls(args.shards) if args.shards else []
+    for url in tqdm(urls, desc="reading alt-texts", unit="shard", disable=not urls):
         for sample in iter_tar_samples(url):
             try:
                 texts.extend(sample_texts(sample))
             except ValueError:  # bad JSON metadata: skipped, as the data pipeline does
                 bad += 1
-    print(f"{len(texts)} alt-texts from {len(urls)} shards ({bad} samples with bad metadata)")
-    path = train_tokenizer(texts, args.out, args.vocab_size)
+    if urls:
+        print(f"{len(texts)} alt-texts from {len(urls)} shards ({bad} samples with bad metadata)")
+    if args.pairs:
+        pair_urls = expand_urls(args.pairs)
+        pairs = list(tqdm(iter_text_pairs(pair_urls), desc="reading text pairs", unit="pair"))
+        texts += [t for pair in pairs for t in pair]
+        print(f"{2 * len(pairs)} texts from {len(pairs)} text pairs in {len(pair_urls)} shards")
+    path = train_tokenizer(
+        texts, args.out, args.vocab_size, character_coverage=args.character_coverage
+    )
     tok = Tokenizer(path)
     example = texts[0].lower()
     pieces = tok.processor.encode(example, out_type=str)
@@ -798,14 +809,15 @@ def cmd_analyze_tokens(args: argparse.Namespace) -> int:
     corpora = token_corpora(args.corpus, max_texts=args.max_texts)
     rows = tokenization_table(corpora, tokenizers, image_size=args.image_size)
     summary = tokenization_summary(rows, args.threshold)
+    w = max(12, *map(len, tokenizers))  # the tokenizer column fits its longest name
     head = (
-        f"{'corpus':<9} {'language':<12} {'tokenizer':<12} {'texts':>6} {'CLIPPO':>7} "
+        f"{'corpus':<9} {'language':<12} {'tokenizer':<{w}} {'texts':>6} {'CLIPPO':>7} "
         f"{'tokens':>7} {'shorter%':>8} {'unk%':>6}"
     )
     print(head + "\n" + "-" * len(head))
     for r in sorted(rows, key=lambda r: (r.corpus, r.tokenizer, -r.clippo_shorter, r.language)):
         print(
-            f"{r.corpus:<9} {r.language:<12} {r.tokenizer:<12} {r.n_texts:>6} "
+            f"{r.corpus:<9} {r.language:<12} {r.tokenizer:<{w}} {r.n_texts:>6} "
             f"{r.mean_clippo:>7.1f} {r.mean_tokens:>7.1f} {100 * r.clippo_shorter:>8.1f} "
             f"{100 * r.unknown_rate:>6.1f}"
         )
@@ -813,7 +825,7 @@ def cmd_analyze_tokens(args: argparse.Namespace) -> int:
     for corpus, per_tokenizer in summary.items():
         for name, share in per_tokenizer.items():
             n = sum(r.corpus == corpus and r.tokenizer == name for r in rows)
-            print(f"  {corpus:<9} vs {name:<12} {share:>6.1%} of {n} languages")
+            print(f"  {corpus:<9} vs {name:<{w}} {share:>6.1%} of {n} languages")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {
@@ -1057,9 +1069,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     tok = sub.add_parser("tokenizer", help="SentencePiece tokenizers for CLIP* and 1T-CLIP")
     toksub = tok.add_subparsers(dest="action", required=True)
-    tt = toksub.add_parser("train", help="train a SentencePiece model on shard alt-texts")
-    tt.add_argument("--shards", required=True, help="shard pattern, e.g. data/train-*.tar")
+    tt = toksub.add_parser(
+        "train", help="train a SentencePiece model on shard alt-texts and/or text pairs"
+    )
+    tt.add_argument("--shards", help="image/alt-text shard pattern, e.g. data/train-*.tar")
+    tt.add_argument(
+        "--pairs",
+        help="text-pair shard pattern (`clippo data textpairs`), both sides read, e.g. "
+        "data/textpairs/multi/train-*.tar",
+    )
     tt.add_argument("--vocab-size", type=int, default=32_000)
+    tt.add_argument(
+        "--character-coverage",
+        type=float,
+        default=0.9995,
+        help="share of characters the pieces must cover (SentencePiece's; 1.0 keeps every "
+        "character seen, rare CJK ones included, out of the unknown piece)",
+    )
     tt.add_argument("--out", required=True, help="the .model file to write")
     tt.set_defaults(func=cmd_tokenizer_train)
 
