@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from clippo.factory import model_class, parse_model_name
 from clippo.losses import LOSSES
 from clippo.schema import ConfigError, apply_overrides, build, read_yaml
@@ -286,6 +288,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"optim.kwargs: {unknown} are not options of {cfg.optim.name}; valid: {sorted(known)}"
         )
+    try:  # the values too (e.g. fused AdamW has no eps_root), on a one-number parameter
+        OPTIMIZERS[cfg.optim.name]([torch.zeros(1)], cfg.optim.lr, **cfg.optim.kwargs)
+    except ValueError as e:
+        raise ConfigError(f"optim.kwargs: {e}") from None
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(
             f"train.precision must be auto, fp32 or bf16, got {cfg.train.precision!r}"
