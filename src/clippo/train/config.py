@@ -306,11 +306,6 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"train.sharding must be one of {', '.join(SHARDINGS)}, got {cfg.train.sharding!r}"
         )
-    if cfg.train.accum_steps > 1 and cfg.train.sharding == "fsdp":
-        raise ConfigError(
-            "train.accum_steps > 1 works with train.sharding ddp only (FSDP's sharded gradient "
-            "reduction is not wired into the cached-embedding pass yet)"
-        )
     if cfg.train.accum_steps > cfg.data.batch_size:
         raise ConfigError(
             f"train.accum_steps {cfg.train.accum_steps} exceeds data.batch_size "
