@@ -65,6 +65,9 @@ class DataConfig:
     batch_size: int = 256  # global batch, split evenly over processes
     workers: int = 2
     shuffle_buffer: int = 2_000
+    # Read the shards and decode every training image once, before the first step, and keep
+    # them in memory (for a small data set): the same batches as streaming, less CPU per step.
+    in_memory: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # LiT (appendix E): a directory for the locked image tower's features, computed once
     # and read instead of the images; needs a locked image tower and no augmentation.
@@ -336,6 +339,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "finetune.representation must be 'pre_logits' or 'embedding', "
             f"got {cfg.finetune.representation!r}"
+        )
+    if cfg.data.in_memory and cfg.data.image_cache:
+        raise ConfigError(
+            "data.in_memory and data.image_cache: choose one (the cache already replaces the "
+            "images by the locked tower's features)"
         )
     _check_text_pairs(cfg)
     if not cfg.finetune.task:  # fine-tuning's steps follow finetune.epochs and the data

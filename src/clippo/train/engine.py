@@ -184,6 +184,7 @@ class _MetricsWriter:
 # not what the restored optimizer, schedule and data position mean.
 _FREE_ON_RESUME = (
     "data.workers",
+    "data.in_memory",  # the same batches either way
     "train.threads",
     # The same gradient and state either way: checkpoints hold whole tensors.
     "train.accum_steps",

@@ -21,7 +21,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from clippo.convert import resample_posemb
-from clippo.data import ImageTransform, MixedBatchDataset, ShardDataset, TextPairDataset
+from clippo.data import (
+    ImageTransform,
+    InMemoryShardDataset,
+    MixedBatchDataset,
+    ShardDataset,
+    TextPairDataset,
+)
 from clippo.data.glue import ClassificationBatches, TaskSplit
 from clippo.data.image_cache import (
     CachedImageShardDataset,
@@ -143,7 +149,7 @@ def train_batches(
         random_resized_crop=tuple(aug.random_resized_crop) if aug.random_resized_crop else None,
         seed=cfg.train.seed,
     )
-    reader = ShardDataset
+    reader = InMemoryShardDataset if cfg.data.in_memory else ShardDataset
     if cfg.data.image_cache:  # a locked image tower's features, computed once (LiT)
         reader = functools.partial(
             CachedImageShardDataset, cache=_prepare_image_feature_cache(cfg, model, env)
