@@ -50,3 +50,9 @@ def test_missing_config_file_is_named(tmp_path):
         resolve_config("nope")
     with pytest.raises(FileNotFoundError, match="missing.yaml not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_in_memory_data_and_an_image_feature_cache_exclude_each_other():
+    assert load_config(None, ["data.in_memory=true"]).data.in_memory
+    with pytest.raises(ConfigError, match="data.in_memory and data.image_cache: choose one"):
+        load_config(None, ["data.in_memory=true", "data.image_cache=cache/"])

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from clippo.data import ImageTransform, ShardDataset, load_image
+import clippo.data.shards as shards_module
+from clippo.data import ImageTransform, InMemoryShardDataset, ShardDataset, load_image
 from clippo.data.build.openclipart import build_openclipart_shards
 from clippo.data.shards import expand_urls, iter_tar_samples, sample_label, sample_texts
 
@@ -109,6 +110,26 @@ def oversize(tmp_path_factory) -> dict:
     return {"tar": str(tar), "tar.gz": str(gz), "big": keys[2], "good": keys[:2] + keys[3:]}
 
 
+@pytest.fixture(scope="module")
+def undecodable(tmp_path_factory) -> dict:
+    """2 good PNG samples around one whose PNG passes every raw check (readable header, end
+    marker) but breaks when decoded: a corrupted image-data chunk."""
+    out = tmp_path_factory.mktemp("undecodable")
+    pngs = sorted(ROOT.rglob("*.png"))[3::400][:3]
+    samples = []
+    for i, path in enumerate(pngs):
+        image = load_image(path)
+        image.thumbnail((40, 40))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        data = bytearray(buffer.getvalue())
+        if i == 1:
+            at = data.index(b"IDAT")
+            data[at + 8 : at + 16] = bytes(8)
+        samples.append((f"png{i}", {"png": bytes(data), "txt": path.stem.encode()}))
+    return {"path": str(write_shard(out / "undecodable-000000.tar", samples))}
+
+
 def eval_keys(urls, workers=0, **kwargs) -> list[str]:
     dataset = ShardDataset(
         urls, batch_size=4, image_transform=ImageTransform(16), train=False, **kwargs
@@ -117,9 +138,9 @@ def eval_keys(urls, workers=0, **kwargs) -> list[str]:
     return [k for batch in loader for k in batch["key"]]
 
 
-def train_dataset(urls, **kwargs) -> ShardDataset:
+def train_dataset(urls, reader=ShardDataset, **kwargs) -> ShardDataset:
     transform = ImageTransform(24, train=True, flip=True, random_resized_crop=(0.5, 1.0), seed=1)
-    return ShardDataset(
+    return reader(
         urls,
         batch_size=4,
         image_transform=transform,
@@ -301,6 +322,52 @@ def test_resume_after_five_batches_continues_exactly(oc, messy, oversize, worker
         assert a["skip_reasons"] == b["skip_reasons"]
         assert torch.equal(a["image"], b["image"])
         assert torch.equal(a["text_input"], b["text_input"])
+
+
+def assert_same_batches(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        for k in ("key", "text", "texts", "skip_reasons", "skip_shards"):
+            assert a[k] == b[k], k
+        for k in ("image", "text_input", "label"):
+            assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_in_memory_reader_gives_the_streaming_batches_and_resumes_like_it(
+    oc, messy, oversize, undecodable, workers
+):
+    # Augmented, over three epochs, with samples skipped on their raw bytes (broken, no text,
+    # bad JSON, no image, an over-size member) and one skipped only when decoded.
+    urls = oc["train"] + [oversize["tar"], messy["path"], undecodable["path"]]
+    cap = {"max_member_bytes": MEMBER_CAP}
+
+    def batches(reader, start: int, n: int) -> list[dict]:
+        dataset = train_dataset(urls, reader=reader, start_batch=start, **cap)
+        return take(DataLoader(dataset, batch_size=None, num_workers=workers), n)
+
+    n = 3 * (len(oc["keys"]) + 4 + 8 + 2) // 4
+    streamed = batches(ShardDataset, 0, n)
+    reasons = {r for b in streamed for r in b["skip_reasons"]}
+    assert {"broken", "no_text", "bad_json", "no_image", "member_too_large"} <= reasons
+    broken = [b["skip_shards"].get("broken", {}) for b in streamed]
+    assert sum(shards.get("undecodable-000000.tar", 0) for shards in broken) >= 2  # per epoch
+    assert_same_batches(batches(InMemoryShardDataset, 0, n), streamed)
+    # A resumed position is the streaming reader's, whichever reader wrote it.
+    assert_same_batches(batches(InMemoryShardDataset, 5, 10), batches(ShardDataset, 5, 10))
+
+
+def test_in_memory_reader_reads_and_decodes_once(oc, monkeypatch):
+    dataset = train_dataset(oc["train"], reader=InMemoryShardDataset)
+    assert dataset.nbytes == sum(3 * s[0] * s[1] for s in dataset._shapes) > 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read or decoded after construction")
+
+    monkeypatch.setattr(shards_module, "iter_tar_samples", refuse)
+    monkeypatch.setattr(shards_module, "load_image", refuse)
+    batches = take(dataset, 2 * len(oc["keys"]) // 4)  # two epochs
+    assert {k for b in batches for k in b["key"]} == set(oc["keys"])
 
 
 def test_bad_samples_are_skipped_and_counted_by_reason(messy):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from clippo.train.config import ConfigError, load_config
 from clippo.train.optim import (
     Adafactor,
     AdamW,
@@ -94,6 +95,87 @@ def test_multi_tensor_adamw_matches_big_vision_and_the_per_parameter_loop():
         want = ref[f"param{N_STEPS}/{Tiny.TO_FIXTURE[pname]}"]
         np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-6, atol=1e-6, err_msg=pname)
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def _run_adamw(steps: int, schedule: dict, **opt_kwargs) -> nn.Module:
+    """Tiny through ``steps`` fixture steps with lr multipliers: 3x, 0 (a frozen group that
+    still decays) and 1, and wd scaled by lr as ``optim.wd_times_lr`` gives it."""
+    model = Tiny()
+    opt, sched = build_optimizer(
+        model,
+        name="adamw",
+        lr=CFG["lr"],
+        wd=CFG["wd"] * CFG["lr"],
+        schedule=create_schedule(steps, **schedule),
+        grad_clip_norm=0.5,
+        lr_mults={"dense\\..*": 3.0, "head\\.weight": 0.0},
+        **opt_kwargs,
+    )
+    for k in range(steps):
+        for pname, p in model.named_parameters():
+            p.grad = torch.tensor(INPUTS[f"grad{k % N_STEPS}/{Tiny.TO_FIXTURE[pname]}"])
+        opt.step()
+        sched.step()
+    return model
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        CFG["schedule"],
+        {"decay_type": "cosine", "warmup_steps": 2},
+        {"decay_type": "linear", "warmup_steps": 0, "linear_end": 0.1},
+    ],
+    ids=["rsqrt", "cosine", "linear"],
+)
+def test_fused_adamw_equals_the_per_parameter_loop_and_foreach(schedule):
+    steps = 12
+    loop = _run_adamw(steps, schedule)
+    foreach = _run_adamw(steps, schedule, foreach=True)
+    fused = _run_adamw(steps, schedule, fused=True)
+    start = Tiny()
+    for (pname, p), q, r, p0 in zip(
+        loop.named_parameters(), foreach.parameters(), fused.parameters(), start.parameters(),
+        strict=True,
+    ):  # fmt: skip
+        assert not torch.equal(p, p0), pname  # every group moved, the frozen one by decay
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7, msg=pname)
+        torch.testing.assert_close(r, p, rtol=1e-6, atol=1e-7, msg=pname)
+
+
+def test_fused_adamw_matches_big_vision_and_resumes_exactly():
+    ref = np.load(FIXTURES / "adamw.npz")
+    model, opt, _ = run_tiny("adamw", N_STEPS, fused=True)
+    assert opt.fused
+    for pname, p in model.named_parameters():
+        want = ref[f"param{N_STEPS}/{Tiny.TO_FIXTURE[pname]}"]
+        np.testing.assert_allclose(p.detach().numpy(), want, rtol=1e-6, atol=1e-6, err_msg=pname)
+    half, half_opt, half_sched = run_tiny("adamw", N_STEPS // 2, fused=True)
+    resumed = Tiny()
+    resumed.load_state_dict(half.state_dict())
+    schedule = create_schedule(N_STEPS, **CFG["schedule"])
+    opt2, sched2 = build_optimizer(
+        resumed, name="adamw", lr=CFG["lr"], wd=CFG["wd"], schedule=schedule,
+        grad_clip_norm=1.0, fused=True,
+    )  # fmt: skip
+    opt2.load_state_dict(half_opt.state_dict())
+    sched2.load_state_dict(half_sched.state_dict())
+    for k in range(N_STEPS // 2, N_STEPS):
+        for pname, p in resumed.named_parameters():
+            p.grad = torch.tensor(INPUTS[f"grad{k}/{Tiny.TO_FIXTURE[pname]}"])
+        opt2.step()
+        sched2.step()
+    for (pname, a), b in zip(model.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b), pname
+
+
+def test_fused_adamw_refuses_eps_root_naming_the_config_key():
+    with pytest.raises(ValueError, match="fused=True has no eps_root"):
+        AdamW([torch.zeros(2)], lr=1.0, fused=True, eps_root=1e-8)
+    tree = {"optim": {"name": "adamw", "kwargs": {"fused": True, "eps_root": 1e-8}}}
+    with pytest.raises(ConfigError, match="optim.kwargs: fused=True has no eps_root"):
+        load_config(tree)
+    assert load_config({"optim": {"name": "adamw", "kwargs": {"fused": True}}}).optim.kwargs
 
 
 def test_adafactor_trajectory_matches_big_vision():

@@ -144,6 +144,10 @@ def test_gradcache_micro_batches_give_the_whole_batch_gradient(loss):
             torch.testing.assert_close(accumulated[k], whole[k], rtol=1e-4, atol=1e-6, msg=k)
     if loss == "sigmoid":
         assert model.logit_bias.item() == -10.0 and whole["b"].abs().item() > 0
+    # Under FSDP the engine passes set_requires_gradient_sync: one reduction, in the last.
+    calls = []
+    task.accumulate(model, batch, torch.device("cpu"), _no_autocast, 3, sync_gradients=calls.append)
+    assert calls == [False, False, True]
     with pytest.raises(ValueError, match="accum_steps 5 exceeds the 4 text pairs"):
         _grads(task, model, batch, 5)
 
@@ -175,6 +179,25 @@ VARIANTS = {
             "train": {"sharding": "fsdp"},
             "loss": {"name": "sigmoid"},
             "optim": {"name": "adamw", "kwargs": {}},
+        },
+        "sigmoid_adamw",
+    ),
+    # GradCache under FSDP2: gradients reduce-scattered once, in the last micro-batch.
+    "fsdp_accum": ({"train": {"sharding": "fsdp", "accum_steps": 2}}, "softmax"),
+    # AdamW's multi-tensor and fused kernels on the shards.
+    "fsdp_sigmoid_adamw_foreach": (
+        {
+            "train": {"sharding": "fsdp"},
+            "loss": {"name": "sigmoid"},
+            "optim": {"name": "adamw", "kwargs": {"foreach": True}},
+        },
+        "sigmoid_adamw",
+    ),
+    "fsdp_sigmoid_adamw_fused_accum": (
+        {
+            "train": {"sharding": "fsdp", "accum_steps": 2},
+            "loss": {"name": "sigmoid"},
+            "optim": {"name": "adamw", "kwargs": {"fused": True}},
         },
         "sigmoid_adamw",
     ),
@@ -240,8 +263,9 @@ def _worker(rank, port, root, out):
 
 def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
     # DDP with the global and the local loss, with GradCache, with the sigmoid loss; FSDP2 with
-    # Adafactor (factored moments on whole rows/columns, the global clipping norm) and AdamW;
-    # and a checkpoint of either resumed under the other.
+    # Adafactor (factored moments on whole rows/columns, the global clipping norm), with
+    # GradCache, with AdamW (per-parameter loop, foreach, fused); and a checkpoint of either
+    # resumed under the other.
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = _free_port()

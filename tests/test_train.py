@@ -1,6 +1,7 @@
 """The training loop: exact resume, the NaN stop, work-directory safety, the CLI end to end."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -9,10 +10,13 @@ from safetensors.torch import load_file
 
 import clippo.losses
 from clippo.cli import main
+from clippo.data import InMemoryShardDataset
 from clippo.jobs.pretrain import train
 from clippo.train.checkpoint import list_checkpoints
 from clippo.train.config import load_config
+from clippo.train.distributed import DistEnv
 from clippo.train.engine import NonFiniteLossError
+from clippo.train.tasks import build_model, train_batches
 
 
 def _cfg(shards, steps, **extra):
@@ -50,6 +54,27 @@ def test_resume_continues_exactly(openclipart_small, tmp_path):
     assert final.keys() == resumed.keys()
     for k in final:
         torch.testing.assert_close(resumed[k], final[k], rtol=0, atol=0, msg=k)
+
+
+def test_in_memory_data_trains_and_resumes_like_streaming(openclipart_small, tmp_path):
+    streaming = _cfg(openclipart_small, 10, train={"ckpt_every": 5})
+    in_memory = _cfg(openclipart_small, 10, train={"ckpt_every": 5}, data={"in_memory": True})
+    reader = train_batches(in_memory, build_model(in_memory), DistEnv(), 0)
+    assert isinstance(reader, InMemoryShardDataset) and reader.nbytes > 0
+    train(streaming, tmp_path / "streaming")
+    train(in_memory, tmp_path / "in_memory")
+    # A streaming run resumed from its step-5 checkpoint with the data in memory.
+    shutil.copytree(tmp_path / "streaming", tmp_path / "switched")
+    ckpts = dict(list_checkpoints(tmp_path / "switched" / "checkpoints"))
+    ckpts[10].unlink()
+    shutil.rmtree(tmp_path / "switched" / "model")
+    train(in_memory, tmp_path / "switched", resume=True)
+    want = load_file(tmp_path / "streaming" / "model" / "model.safetensors")
+    for run in ("in_memory", "switched"):
+        got = load_file(tmp_path / run / "model" / "model.safetensors")
+        assert got.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=f"{run}: {k}")
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(

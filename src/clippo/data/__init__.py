@@ -4,6 +4,7 @@ The offline builders that write these data sets live in ``clippo.data.build``.
 """
 
 from clippo.data.shards import (
+    InMemoryShardDataset,
     ShardDataset,
     expand_urls,
     iter_tar_samples,
@@ -24,6 +25,7 @@ from clippo.data.transforms import (
 __all__ = [
     "BadImageError",
     "ImageTransform",
+    "InMemoryShardDataset",
     "MixedBatchDataset",
     "ShardDataset",
     "TextPairDataset",

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from clippo.data.transforms import (
@@ -367,6 +368,10 @@ class ShardDataset(IterableDataset):
 
     # -- the raw stream -------------------------------------------------------------------
 
+    def _read_shard(self, url: str) -> Iterator[Sample]:
+        """The raw samples of one shard, in order (``InMemoryShardDataset`` keeps them)."""
+        return iter_tar_samples(url, self.max_member_bytes)
+
     def _raw_epoch(self, epoch: int, part: int, parts: int) -> Iterator[Sample]:
         shards = list(self.urls)
         if self.train:
@@ -374,13 +379,13 @@ class ShardDataset(IterableDataset):
             shards = [shards[i] for i in order]
         if len(shards) >= parts:
             for url in shards[part::parts]:
-                yield from iter_tar_samples(url, self.max_member_bytes)
+                yield from self._read_shard(url)
         else:
             # Too few shards for every reader to own one: all read all, each keeps every
             # parts-th sample, so none is seen twice per epoch.
             index = 0
             for url in shards:
-                for sample in iter_tar_samples(url, self.max_member_bytes):
+                for sample in self._read_shard(url):
                     if index % parts == part:
                         yield sample
                     index += 1
@@ -447,16 +452,21 @@ class ShardDataset(IterableDataset):
         rng = sample_rng(self.seed, epoch, key, _TEXT_STREAM)
         return texts[int(rng.integers(len(texts)))]
 
+    def _decoded(self, sample: Sample) -> Image.Image:
+        """The RGB image of a sample that passed ``_check``; ``BadImageError`` if it does not
+        decode. JPEGs decode at reduced scale (draft) down to the transform's size."""
+        return load_image(
+            _image_entry(sample)[1],
+            max_pixels=self.max_pixels,
+            draft_size=getattr(self.image_transform, "size", None),
+            name=sample["__key__"],
+        )
+
     def _image(self, sample: Sample, epoch: int) -> torch.Tensor:
         """The ``image`` entry of one example: the decoded, transformed pixels (a subclass may
         look up something else by key, e.g. cached image-tower features)."""
         key = sample["__key__"]
-        image = load_image(
-            _image_entry(sample)[1],
-            max_pixels=self.max_pixels,
-            draft_size=getattr(self.image_transform, "size", None),
-            name=key,
-        )
+        image = self._decoded(sample)
         if isinstance(self.image_transform, ImageTransform):
             return self.image_transform(image, key=key, epoch=epoch)
         return self.image_transform(image)
@@ -525,3 +535,61 @@ class ShardDataset(IterableDataset):
                 examples, skips = [], Counter()
         if examples and not self.drop_last:
             yield self._collate(examples, skips)
+
+
+class InMemoryShardDataset(ShardDataset):
+    """``ShardDataset`` over a data set small enough for memory: every shard is read and every
+    image decoded once, on construction, into one uint8 array; then each epoch's augmentation
+    and text rendering start from memory, with no tar reading or image decoding.
+
+    The batches are the streaming reader's, sample for sample: the same order (a function of
+    the same raw stream), the same checks and skip counts (decided once, from the same raw
+    bytes), the same decoded pixels (JPEG draft at the transform's size) and the same
+    per-(seed, epoch, key) augmentation and text choice; ``start_batch`` resumes either's
+    position. The array is built in the process that constructs the dataset, so DataLoader
+    workers forked from it share its pages. Memory: the decoded images (3 bytes a pixel) and
+    each sample's alt-texts.
+    """
+
+    def __init__(self, urls: str | os.PathLike | Sequence[str | os.PathLike], **kwargs: Any):
+        super().__init__(urls, **kwargs)
+        self._shards: dict[str, list[Sample]] = {}
+        images: list[np.ndarray] = []
+        for url in self.urls:
+            kept = []
+            for raw in super()._read_shard(url):
+                sample = {k: raw[k] for k in ("__key__", "__url__")}
+                sample["__checked__"] = checked = super()._check(raw)
+                if not isinstance(checked, str):
+                    try:
+                        images.append(np.asarray(super()._decoded(raw)))
+                        sample["__image__"] = len(images) - 1
+                    except BadImageError as e:  # skipped when drawn, as streaming skips it
+                        sample["__bad_image__"] = (str(e), e.reason)
+                kept.append(sample)
+            self._shards[url] = kept
+        self._shapes = [image.shape for image in images]
+        self._offsets = np.cumsum([0] + [image.size for image in images])
+        self._pixels = (
+            np.concatenate([image.reshape(-1) for image in images])
+            if images
+            else np.zeros(0, np.uint8)
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of decoded pixels held in memory."""
+        return self._pixels.nbytes
+
+    def _read_shard(self, url: str) -> Iterator[Sample]:
+        return iter(self._shards[url])
+
+    def _check(self, sample: Sample) -> str | tuple[list[str], int]:
+        return sample["__checked__"]
+
+    def _decoded(self, sample: Sample) -> Image.Image:
+        if "__bad_image__" in sample:
+            raise BadImageError(*sample["__bad_image__"])
+        i = sample["__image__"]
+        pixels = self._pixels[self._offsets[i] : self._offsets[i + 1]]
+        return Image.fromarray(pixels.reshape(self._shapes[i]))

@@ -98,8 +98,10 @@ class Task(Protocol):
         every process: under FSDP the model's tensors are shards)."""
 
     # Optional, for ``train.accum_steps`` > 1:
-    # accumulate(model, batch, device, autocast, steps) -> StepOutput leaves the whole batch's
-    # gradient (on this process) in .grad, working through ``steps`` micro-batches.
+    # accumulate(model, batch, device, autocast, steps, sync_gradients=None) -> StepOutput
+    # leaves the whole batch's gradient (on this process) in .grad, working through ``steps``
+    # micro-batches; under FSDP it calls ``sync_gradients(last)`` before each micro-batch's
+    # backward (FSDP reduces the accumulated gradient in the last one).
 
 
 class Evaluation(Protocol):
@@ -182,6 +184,7 @@ class _MetricsWriter:
 # not what the restored optimizer, schedule and data position mean.
 _FREE_ON_RESUME = (
     "data.workers",
+    "data.in_memory",  # the same batches either way
     "train.threads",
     # The same gradient and state either way: checkpoints hold whole tensors.
     "train.accum_steps",
@@ -355,7 +358,14 @@ def run(
         while step < total_steps:
             batch = next(batches)
             optimizer.zero_grad(set_to_none=True)
-            if accum > 1:
+            if accum > 1 and fsdp:
+                # FSDP keeps the micro-batches' gradients unsharded and reduce-scatters their
+                # sum once, in the last micro-batch's backward.
+                out = task.accumulate(
+                    forward, batch, env.device, autocast, accum,
+                    sync_gradients=model.set_requires_gradient_sync,
+                )  # fmt: skip
+            elif accum > 1:
                 with no_sync():
                     out = task.accumulate(forward, batch, env.device, autocast, accum)
             else:
@@ -364,8 +374,8 @@ def run(
                 raise NonFiniteLossError(
                     f"loss is {out.loss.item()} at step {step + 1}; stopped, {_last_good(ckpt_dir)}"
                 )
-            if accum > 1:
-                average_gradients(model)
+            if accum > 1:  # under FSDP only the parameters it left whole are still local
+                average_gradients(model, whole_only=fsdp)
             else:
                 out.loss.backward()
                 if fsdp:  # FSDP reduces its shards' gradients, not those it left whole

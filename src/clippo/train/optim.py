@@ -245,7 +245,13 @@ class Adafactor(_DecoupledOptimizer):
 
 
 class AdamW(_DecoupledOptimizer):
-    """Adam (``optax.scale_by_adam``) inside the same chain as ``Adafactor``: interchangeable."""
+    """Adam (``optax.scale_by_adam``) inside the same chain as ``Adafactor``: interchangeable.
+
+    ``foreach``: multi-tensor kernels (``torch._foreach_*``), one launch per operation for all
+    parameters of a group instead of one per parameter. ``fused``: PyTorch's fused AdamW kernel
+    (``torch._fused_adamw_``, CUDA and CPU), one launch for the whole update of a group. Both
+    give the per-parameter loop's update, on whole tensors or on FSDP's shards alike.
+    """
 
     def __init__(
         self,
@@ -259,17 +265,21 @@ class AdamW(_DecoupledOptimizer):
         eps: float = 1e-8,
         eps_root: float = 0.0,
         foreach: bool = False,
+        fused: bool = False,
     ):
+        if fused and eps_root:
+            raise ValueError(
+                "fused=True has no eps_root (the kernel adds only eps, outside the square "
+                f"root); got eps_root={eps_root}, need 0"
+            )
         defaults = dict(lr=lr, wd=wd, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
         super().__init__(params, defaults, grad_clip_norm)
-        # Multi-tensor kernels (torch._foreach_*): one launch per operation for all parameters
-        # of a group instead of one per parameter, what torch's fused/foreach AdamW buy on GPUs.
-        self.foreach = foreach
+        self.foreach, self.fused = foreach, fused
 
     elementwise_state = ("mu", "nu")
 
     def _update(self, with_grad: list, grads: list[torch.Tensor]) -> None:
-        if not self.foreach or any(is_sharded(p) for p, _ in with_grad):
+        if not (self.foreach or self.fused):
             return super()._update(with_grad, grads)
         by_group: dict[int, tuple[dict, list, list]] = {}
         for (p, group), g in zip(with_grad, grads, strict=True):
@@ -277,28 +287,65 @@ class AdamW(_DecoupledOptimizer):
             params.append(p)
             group_grads.append(g)
         for group, ps, gs in by_group.values():
-            b1, b2 = group["b1"], group["b2"]
             states = [self.state[p] for p in ps]
             for st, g in zip(states, gs, strict=True):
                 if not st:
                     st.update(step=0, mu=torch.zeros_like(g), nu=torch.zeros_like(g))
                 st["step"] += 1
-            mus, nus = [st["mu"] for st in states], [st["nu"] for st in states]
-            torch._foreach_mul_(mus, b1)
-            torch._foreach_add_(mus, gs, alpha=1.0 - b1)
-            torch._foreach_mul_(nus, b2)
-            torch._foreach_add_(nus, torch._foreach_mul(gs, gs), alpha=1.0 - b2)
-            mu_hat = torch._foreach_div(mus, [1.0 - b1 ** st["step"] for st in states])
-            nu_hat = torch._foreach_div(nus, [1.0 - b2 ** st["step"] for st in states])
-            torch._foreach_add_(nu_hat, group["eps_root"])
-            torch._foreach_sqrt_(nu_hat)
-            torch._foreach_add_(nu_hat, group["eps"])
-            update = torch._foreach_div(mu_hat, nu_hat)
-            torch._foreach_mul_(update, group["lr"])
-            if group["wd"]:
-                torch._foreach_add_(update, ps, alpha=group["wd"])
-            torch._foreach_mul_(update, group["mult"])
-            torch._foreach_sub_(ps, update)
+            # The elementwise update needs only this process's shard of each parameter (FSDP).
+            local = [local_tensor(p) for p in ps]
+            update = self._fused_update if self.fused else self._foreach_update
+            update(group, local, gs, states)
+
+    @staticmethod
+    def _foreach_update(group: dict, ps: list, gs: list, states: list[dict]) -> None:
+        b1, b2 = group["b1"], group["b2"]
+        mus, nus = [st["mu"] for st in states], [st["nu"] for st in states]
+        torch._foreach_mul_(mus, b1)
+        torch._foreach_add_(mus, gs, alpha=1.0 - b1)
+        torch._foreach_mul_(nus, b2)
+        torch._foreach_add_(nus, torch._foreach_mul(gs, gs), alpha=1.0 - b2)
+        mu_hat = torch._foreach_div(mus, [1.0 - b1 ** st["step"] for st in states])
+        nu_hat = torch._foreach_div(nus, [1.0 - b2 ** st["step"] for st in states])
+        torch._foreach_add_(nu_hat, group["eps_root"])
+        torch._foreach_sqrt_(nu_hat)
+        torch._foreach_add_(nu_hat, group["eps"])
+        update = torch._foreach_div(mu_hat, nu_hat)
+        torch._foreach_mul_(update, group["lr"])
+        if group["wd"]:
+            torch._foreach_add_(update, ps, alpha=group["wd"])
+        torch._foreach_mul_(update, group["mult"])
+        torch._foreach_sub_(ps, update)
+
+    @staticmethod
+    def _fused_update(group: dict, ps: list, gs: list, states: list[dict]) -> None:
+        # The kernel's step is p <- p * (1 - lr * weight_decay) - lr * direction, so the
+        # chain's p <- p - mult * (lr * direction + wd * p) is lr = mult * lr and weight_decay
+        # = wd / lr; with a base lr of 0 (a frozen lr_mults group) the decay is one foreach op.
+        lr, wd, mult = group["lr"], group["wd"], group["mult"]
+        if wd and not lr:
+            torch._foreach_mul_(ps, 1.0 - mult * wd)
+        # Step counts as the kernel reads them: one float tensor per distinct count.
+        counts: dict[int, torch.Tensor] = {}
+        steps = [
+            counts.setdefault(st["step"], torch.tensor(float(st["step"]), device=p.device))
+            for st, p in zip(states, ps, strict=True)
+        ]
+        torch._fused_adamw_(
+            ps,
+            gs,
+            [st["mu"] for st in states],
+            [st["nu"] for st in states],
+            [],
+            steps,
+            lr=mult * lr,
+            beta1=group["b1"],
+            beta2=group["b2"],
+            weight_decay=wd / lr if lr else 0.0,
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
+        )
 
     def _direction(self, p, g, state, group):
         if not state:

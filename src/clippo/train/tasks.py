@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,7 +21,13 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from clippo.convert import resample_posemb
-from clippo.data import ImageTransform, MixedBatchDataset, ShardDataset, TextPairDataset
+from clippo.data import (
+    ImageTransform,
+    InMemoryShardDataset,
+    MixedBatchDataset,
+    ShardDataset,
+    TextPairDataset,
+)
 from clippo.data.glue import ClassificationBatches, TaskSplit
 from clippo.data.image_cache import (
     CachedImageShardDataset,
@@ -142,7 +149,7 @@ def train_batches(
         random_resized_crop=tuple(aug.random_resized_crop) if aug.random_resized_crop else None,
         seed=cfg.train.seed,
     )
-    reader = ShardDataset
+    reader = InMemoryShardDataset if cfg.data.in_memory else ShardDataset
     if cfg.data.image_cache:  # a locked image tower's features, computed once (LiT)
         reader = functools.partial(
             CachedImageShardDataset, cache=_prepare_image_feature_cache(cfg, model, env)
@@ -258,7 +265,13 @@ class ContrastiveTask:
         return StepOutput(loss, zimg.shape[0], {"accuracy": extras["accuracy"]})
 
     def accumulate(
-        self, model: nn.Module, batch: dict, device: torch.device, autocast, steps: int
+        self,
+        model: nn.Module,
+        batch: dict,
+        device: torch.device,
+        autocast,
+        steps: int,
+        sync_gradients: Callable[[bool], None] | None = None,
     ) -> StepOutput:
         """GradCache: the whole batch's loss and gradient in ``steps`` micro-batches.
 
@@ -267,6 +280,8 @@ class ContrastiveTask:
         micro-batch with gradients, with the random state pass 1 had (dropout, stochastic
         layers), and backpropagates its cached embedding gradient. Leaves the gradients in
         ``.grad`` (on this process: the engine averages them over processes).
+        ``sync_gradients(last)`` (FSDP's ``set_requires_gradient_sync``) is called before each
+        micro-batch of pass 2, true for the last one only.
         """
         micro = _split_inputs(self._inputs(batch, device), steps)
         states, zimgs, ztxts = [], [], []
@@ -283,7 +298,9 @@ class ContrastiveTask:
         loss.backward()
         sizes = [len(z) for z in zimgs]
         grads = zip(zimg.grad.split(sizes), ztxt.grad.split(sizes), strict=True)
-        for inputs, state, (gimg, gtxt) in zip(micro, states, grads, strict=True):
+        for i, (inputs, state, (gimg, gtxt)) in enumerate(zip(micro, states, grads, strict=True)):
+            if sync_gradients is not None:
+                sync_gradients(i == steps - 1)
             _set_rng_state(device, state)
             with autocast():
                 zimg_m, ztxt_m, _ = model(**inputs)
