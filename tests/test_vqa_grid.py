@@ -159,7 +159,15 @@ def test_byte_questions_read_utf8_bytes_with_padding():
     ids = QuestionBytes(6)(["né?", "abcdefgh"])
     assert ids.tolist() == [[111, 196, 170, 64, 0, 0], [98, 99, 100, 101, 102, 103]]
     model = _grid(EfficientNetLite0(image_size=32, pretrained=False), question="bytes").eval()
-    assert model(_images(2), torch.as_tensor(ids)).shape == (2, len(ANSWERS))
+    ids = torch.as_tensor(model.question_transform(["is it red?", "how many?"]))
+    assert ids.shape == (2, SMALL.max_bytes)
+    x = _images(2)
+    logits = model(x, ids)
+    assert logits.shape == (2, len(ANSWERS))
+    # Padding columns are dropped before the fusion: the same logits without them.
+    torch.testing.assert_close(model(x, ids[:, :10]), logits)
+    ids[1, 9] = 33  # a real byte where the shorter question had padding
+    assert not torch.allclose(model(x, ids)[1], logits[1])
 
 
 def test_encoder_question_needs_a_text_side():

@@ -83,8 +83,10 @@ class QuestionBytes:
 
 
 class ByteEmbedding(nn.Module):
-    """Byte ids ``(N, L)`` (``QuestionBytes``) -> ``(N, L, width)`` embeddings with a learned
-    position embedding, and the mask of real bytes (the first position always counts)."""
+    """Byte ids ``(N, L)`` (``QuestionBytes``) -> ``(N, L', width)`` embeddings with a learned
+    position embedding, and the mask of real bytes (the first position always counts). The
+    columns after the batch's longest question are dropped (L' <= L): they are padding in
+    every row, which the fusion ignores, so only the compute changes."""
 
     def __init__(self, max_len: int, width: int):
         super().__init__()
@@ -93,6 +95,7 @@ class ByteEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids = ids.long()
+        ids = ids[:, : max(1, int((ids != 0).sum(dim=1).max()))]
         mask = ids != 0
         mask[:, 0] = True
         return self.embed(ids) + self.pos_embed[:, : ids.shape[1]], mask
