@@ -56,3 +56,9 @@ def test_in_memory_data_and_an_image_feature_cache_exclude_each_other():
     assert load_config(None, ["data.in_memory=true"]).data.in_memory
     with pytest.raises(ConfigError, match="data.in_memory and data.image_cache: choose one"):
         load_config(None, ["data.in_memory=true", "data.image_cache=cache/"])
+
+
+@pytest.mark.parametrize("override", ["finetune.task=sst2", "finetune.protocol=fused"])
+def test_in_memory_data_is_refused_for_fine_tuning(override):
+    with pytest.raises(ConfigError, match="leave data.in_memory off"):
+        load_config(None, ["data.in_memory=true", override])

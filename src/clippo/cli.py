@@ -437,7 +437,8 @@ def cmd_finetune_vqa(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             sets.append(f"{key}={json.dumps(value)}")
-    cfg = load_config(resolve_config(args.config), [*sets, *args.set])
+    config = args.config or f"vqa_{args.protocol}"
+    cfg = load_config(resolve_config(config), [*sets, *args.set])
     bar = tqdm(
         desc="finetune vqa",
         total=cfg.train.total_steps * len(cfg.finetune.lrs),
@@ -1193,7 +1194,11 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--config", default="glue", help="the fine-tuning recipe (packaged: glue)")
     _add_set(fg)
     fg.set_defaults(func=cmd_finetune_glue)
-    fv = ftsub.add_parser("vqa", help="VQA, CLIPPO's fused protocol (appendix A, B.1)")
+    fv = ftsub.add_parser(
+        "vqa",
+        help="VQA: CLIPPO's fused protocol (appendix A, B.1) or CLIP-ViL's grid protocol (the "
+        "encoder as an MCAN model's backbone)",
+    )
     fv.add_argument("--data", required=True, help="a folder of `clippo data vqa`")
     fv.add_argument(
         "--model",
@@ -1201,21 +1206,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="from_pretrained folder (any clippo model or converted ViT), or a model name "
         "(random init, e.g. clippo-Ti/16)",
     )
-    fv.add_argument("--protocol", default="fused", choices=("fused",))
+    fv.add_argument(
+        "--protocol",
+        default="fused",
+        choices=("fused", "grid"),
+        help="fused: the question drawn above the image, one tower fine-tuned; grid: grid and "
+        "question features into an MCAN fusion (encoder frozen unless "
+        "--set finetune.freeze_encoder=false)",
+    )
     fv.add_argument("--out", required=True, help="folder for metrics.json and the runs (lr_LR)")
     fv.add_argument(
-        "--lr", type=float, nargs="+", default=None, help="the grid (the config's: 0.03 0.1 0.2)"
+        "--lr",
+        type=float,
+        nargs="+",
+        default=None,
+        help="the grid (the config's: fused 0.03 0.1 0.2; grid 1e-4 3e-4 1e-3)",
     )
     fv.add_argument("--steps", type=int, default=None, help="per learning rate (config's: 8000)")
-    fv.add_argument("--batch-size", type=int, default=None, help="the config's: 512")
+    fv.add_argument("--batch-size", type=int, default=None, help="the config's (fused: 512)")
     fv.add_argument(
-        "--image-size", type=int, default=None, help="canvas size; resamples the pos. embedding"
+        "--image-size",
+        type=int,
+        default=None,
+        help="fused canvas size; resamples the pos. embedding",
     )
     fv.add_argument("--max-holdout", type=int, default=None, help="score N held-out questions")
     fv.add_argument("--max-test", type=int, default=None, help="score N test questions")
     fv.add_argument("--seed", type=int, default=None, help="the config's: 0")
     fv.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    fv.add_argument("--config", default="vqa_fused", help="the recipe (packaged: vqa_fused)")
+    fv.add_argument(
+        "--config",
+        default=None,
+        help="the recipe (default: the packaged vqa_fused or vqa_grid, by --protocol)",
+    )
     _add_set(fv)
     fv.set_defaults(func=cmd_finetune_vqa)
     return p

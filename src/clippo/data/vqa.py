@@ -1,18 +1,23 @@
-"""VQA shards at run time: the answer vocabulary, and batches of fused question+image inputs.
+"""VQA shards at run time: the answer vocabulary, and batches for both VQA protocols.
 
 A folder written by ``clippo data vqa`` (``clippo.data.build.vqa``) holds ``train``, ``holdout``
 and ``test`` shards, ``answers.json`` (the vocabulary) and ``stats.json``. ``VQAShardDataset``
 reads them like every clippo shard set (same order, shuffling and exact resume as
 ``ShardDataset``) and makes the fused protocol's input (CLIPPO appendix A): the question drawn
 in 16-px lines at the top of the canvas, the image resized into the rest
-(``UnifontRenderer.render_question_on_image``).
+(``UnifontRenderer.render_question_on_image``); or the grid protocol's (CLIP-ViL): the image
+resized to the tower's size and the question as the model reads it (``question_transform``),
+or both as a frozen encoder's cached features (``build_vqa_feature_caches``: one row per
+distinct image, keyed by its content hash, and per distinct question, keyed by its text).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from clippo.data.image_cache import ImageFeatureCache, find_feature_cache, write_feature_cache
 from clippo.data.shards import (
     Sample,
     ShardDataset,
+    expand_urls,
+    iter_tar_samples,
     looks_truncated,
     skip_entries,
     stack_inputs,
@@ -88,8 +96,6 @@ def split_pattern(data_dir: str | os.PathLike, split: str) -> str:
 def read_questions(urls: str) -> list[dict[str, Any]]:
     """The JSON records (question, answers, types, ids) of every sample of some shards, in
     order, without decoding images: what evaluation scores predictions against."""
-    from clippo.data.shards import expand_urls, iter_tar_samples
-
     out = []
     for url in expand_urls(urls):
         for sample in iter_tar_samples(url):
@@ -109,13 +115,35 @@ def fused_input(
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
+def image_input(image, image_size: int) -> torch.Tensor:
+    """An image alone as the grid protocol and zero-shot scoring read it: resized (aspect not
+    kept, nothing cropped) to ``image_size``, float ``(3, S, S)`` in [-1, 1]."""
+    resized = image.convert("RGB").resize((image_size, image_size))
+    arr = np.asarray(resized, np.float32).transpose(2, 0, 1) / np.float32(127.5) - np.float32(1.0)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def image_content_key(data: bytes) -> str:
+    """The cache key of an image: a hash of its encoded bytes (images repeat across questions
+    and image ids across splits; equal bytes are equal images)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _image_bytes(sample: Sample) -> bytes | None:
+    return next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+
+
 class VQAShardDataset(ShardDataset):
     """Whole batches of VQA samples for ``DataLoader(batch_size=None)``.
 
     Each batch: ``image`` (B, 3, S, S) float in [-1, 1], the fused input (``image_mode="fused"``)
-    or the image alone resized to S (``"image"``, for zero-shot scoring); ``target`` (B, answers)
-    float soft targets; ``question``, ``answers``, ``answer_type``, ``question_type``,
-    ``question_id``; the skip report. ``renderer`` draws the question (the model's Unifont
+    or the image alone resized to S (``"image"``: the grid protocol, zero-shot scoring), or
+    instead ``image_features`` (B, L, D) from ``image_cache`` (a frozen tower's grid features,
+    keyed by ``image_content_key``); with ``question_transform`` also ``question_input`` (the
+    question as the model reads it), or with ``question_cache`` ``question_features`` and
+    ``question_mask`` (keyed by the question's text); ``target`` (B, answers) float soft
+    targets; ``question``, ``answers``, ``answer_type``, ``question_type``, ``question_id``; the
+    skip report. ``renderer`` draws the question of the fused input (the model's Unifont
     settings); other arguments are ``ShardDataset``'s.
     """
 
@@ -124,22 +152,31 @@ class VQAShardDataset(ShardDataset):
         urls,
         *,
         vocabulary: AnswerVocabulary,
-        renderer: UnifontRenderer,
+        renderer: UnifontRenderer | None = None,
         image_size: int,
         max_lines: int = 4,
         image_mode: str = "fused",
+        question_transform: Callable[[str], Any] | None = None,
+        image_cache: ImageFeatureCache | None = None,
+        question_cache: ImageFeatureCache | None = None,
         **kwargs,
     ):
         if image_mode not in ("fused", "image"):
             raise ValueError(f"image_mode must be 'fused' or 'image', got {image_mode!r}")
+        if image_mode == "fused" and (renderer is None or image_cache is not None):
+            raise ValueError("the fused input needs a renderer and the images (no image_cache)")
+        if question_transform is not None and question_cache is not None:
+            raise ValueError("give question_transform or question_cache, not both")
         super().__init__(urls, image_transform=None, **kwargs)
         self.vocabulary, self.renderer = vocabulary, renderer
         self.image_size, self.max_lines, self.image_mode = image_size, max_lines, image_mode
+        self.question_transform = question_transform
+        self.image_cache, self.question_cache = image_cache, question_cache
 
     def _check(self, sample: Sample) -> str | tuple[dict, int]:
         if "__error__" in sample:
             return sample["__error__"]
-        image = next((sample[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+        image = _image_bytes(sample)
         if image is None:
             return "no_image"
         if looks_truncated(image):  # from raw bytes, so a resume skips the same samples
@@ -153,26 +190,31 @@ class VQAShardDataset(ShardDataset):
         return meta, -1
 
     def _decode(self, sample: Sample, meta: dict, label: int, epoch: int) -> Sample:
-        data = next(sample[ext] for ext in ("jpg", "jpeg", "png", "webp") if ext in sample)
-        image = load_image(data, max_pixels=self.max_pixels, name=sample["__key__"])
-        if self.image_mode == "fused":
-            pixels = fused_input(
-                self.renderer, image, meta["question"], self.image_size, self.max_lines
-            )
+        data = _image_bytes(sample)
+        question = meta["question"]
+        out = {"target": self.vocabulary.targets(meta.get("targets") or {}), "meta": meta}
+        if self.image_cache is not None:  # a frozen tower's features: no decoding
+            out["image_features"] = self.image_cache[image_content_key(data)]
         else:
-            resized = image.resize((self.image_size, self.image_size))
-            arr = np.asarray(resized, np.float32).transpose(2, 0, 1) / 127.5 - 1.0
-            pixels = torch.from_numpy(np.ascontiguousarray(arr, np.float32))
-        return {
-            "image": pixels,
-            "target": self.vocabulary.targets(meta.get("targets") or {}),
-            "meta": meta,
-        }
+            image = load_image(data, max_pixels=self.max_pixels, name=sample["__key__"])
+            if self.image_mode == "fused":
+                out["image"] = fused_input(
+                    self.renderer, image, question, self.image_size, self.max_lines
+                )
+            else:
+                out["image"] = image_input(image, self.image_size)
+        if self.question_transform is not None:
+            out["question_input"] = self.question_transform(question)
+        if self.question_cache is not None:
+            out["question_features"] = self.question_cache[question]
+            out["question_mask"] = self.question_cache.mask(question)
+        return out
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
         metas = [e["meta"] for e in examples]
+        inputs = [k for k in MODEL_INPUTS if k in examples[0]]
         return {
-            "image": stack_inputs([e["image"] for e in examples]),
+            **{k: stack_inputs([e[k] for e in examples]) for k in inputs},
             "target": stack_inputs([e["target"] for e in examples]),
             "question_id": [m.get("question_id") for m in metas],
             "question": [m["question"] for m in metas],
@@ -183,11 +225,127 @@ class VQAShardDataset(ShardDataset):
         }
 
 
+# Batch entry -> the keyword of a VQA model's forward that reads it.
+MODEL_INPUTS = {
+    "image": "images",
+    "image_features": "image_features",
+    "question_input": "question_input",
+    "question_features": "question_features",
+    "question_mask": "question_mask",
+}
+
+
+def vqa_inputs(batch: dict[str, Any], device: torch.device | str | None = None) -> dict:
+    """A batch's model inputs as the keyword arguments of a VQA model's forward (the fused
+    classifier reads ``images``; the grid model also the question, or cached features)."""
+    return {
+        arg: batch[key].to(device, non_blocking=True) if device is not None else batch[key]
+        for key, arg in MODEL_INPUTS.items()
+        if key in batch
+    }
+
+
+def build_vqa_feature_caches(
+    urls: str,
+    directory: str | os.PathLike,
+    *,
+    image_size: int,
+    image_id: str,
+    embed_images: Callable[[torch.Tensor], torch.Tensor],
+    question_id: str | None = None,
+    question_transform: Callable[[list[str]], Any] | None = None,
+    embed_questions: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], Any] | None = None,
+) -> tuple[ImageFeatureCache, ImageFeatureCache | None]:
+    """A frozen encoder's features of every distinct image (and question) of VQA shards,
+    computed once: ``directory/image_id`` and ``directory/question_id``.
+
+    ``embed_images`` maps float images ``(B, 3, S, S)`` (``image_input``) to grid features
+    ``(B, L, D)``; rows are keyed by ``image_content_key``. With ``question_id``,
+    ``embed_questions`` maps ``question_transform`` of a list of questions to their token
+    features and mask; rows are keyed by the question's text. Complete caches of the same
+    shards are reused. ``progress(n)`` is called after every ``n`` samples read.
+    """
+    shards = expand_urls(urls)
+    images = find_feature_cache(Path(directory) / image_id, shards, image_size=image_size)
+    questions = None
+    if question_id is not None:
+        questions = find_feature_cache(Path(directory) / question_id, shards)
+    if images is not None and (question_id is None or questions is not None):
+        return images, questions
+
+    image_keys: dict[str, bytes] = {}
+    texts: dict[str, None] = {}
+    for url in shards:
+        for sample in iter_tar_samples(url):
+            data = _image_bytes(sample)
+            if data is None or "json" not in sample or looks_truncated(data):
+                continue  # what the reader skips never needs features
+            image_keys.setdefault(image_content_key(data), data)
+            texts.setdefault(json.loads(sample["json"])["question"])
+            if progress is not None:
+                progress(1)
+    if not image_keys:
+        raise ValueError(f"no usable VQA samples in {urls!r}")
+
+    def embed_all(items: list, embed: Callable) -> tuple[np.ndarray, np.ndarray | None]:
+        rows, masks = [], []
+        for i in range(0, len(items), batch_size):
+            with torch.no_grad():
+                out = embed(items[i : i + batch_size])
+            if isinstance(out, tuple):
+                out, mask = out
+                masks.append(mask.cpu().numpy())
+            rows.append(out.float().cpu().numpy())
+        return np.concatenate(rows), (np.concatenate(masks) if masks else None)
+
+    if images is None:
+        keys = list(image_keys)
+
+        def embed_image_batch(batch_keys: list[str]) -> torch.Tensor:
+            pixels = [
+                image_input(load_image(image_keys[k], name=k), image_size) for k in batch_keys
+            ]
+            return embed_images(torch.stack(pixels))
+
+        features, _ = embed_all(keys, embed_image_batch)
+        images = write_feature_cache(
+            Path(directory) / image_id,
+            keys,
+            features,
+            tower_id=image_id,
+            shards=shards,
+            image_size=image_size,
+        )
+    if question_id is not None and questions is None:
+        keys = list(texts)
+
+        def embed_question_batch(batch: list[str]):
+            return embed_questions(torch.as_tensor(np.asarray(question_transform(batch))))
+
+        features, mask = embed_all(keys, embed_question_batch)
+        questions = write_feature_cache(
+            Path(directory) / question_id,
+            keys,
+            features,
+            tower_id=question_id,
+            shards=shards,
+            mask=mask,
+        )
+    return images, questions
+
+
 __all__ = [
+    "MODEL_INPUTS",
     "AnswerVocabulary",
     "VQAShardDataset",
+    "build_vqa_feature_caches",
     "fused_input",
+    "image_content_key",
+    "image_input",
     "read_questions",
     "read_vocabulary",
     "split_pattern",
+    "vqa_inputs",
 ]

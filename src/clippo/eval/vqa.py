@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from clippo.atomic import atomic_write_text
-from clippo.data.vqa import AnswerVocabulary, VQAShardDataset
+from clippo.data.vqa import AnswerVocabulary, VQAShardDataset, vqa_inputs
 from clippo.data.vqa_answers import (
     answer_accuracy,
     clean_whitespace,
@@ -199,6 +199,7 @@ def _vqa_batches(model, urls: str, vocabulary, *, image_mode: str, batch_size: i
         image_size=model.image_size,
         max_lines=getattr(cfg, "max_lines", 4),
         image_mode=image_mode,
+        question_transform=getattr(model, "question_transform", None),
         batch_size=batch_size,
         train=False,
     )
@@ -213,19 +214,22 @@ def predict_vqa(
     max_questions: int | None = None,
     workers: int = 1,
 ) -> tuple[dict[int, str], list[dict[str, Any]]]:
-    """A fine-tuned ``VQAClassifier``'s top answer per question of the shards ``urls``:
-    ``({question_id: answer}, records)``, the first ``max_questions`` questions when set."""
+    """A fine-tuned VQA model's top answer per question of the shards ``urls`` (a
+    ``VQAClassifier`` reading the fused input, or a ``VQAGridModel`` reading the image and the
+    question): ``({question_id: answer}, records)``, the first ``max_questions`` questions
+    when set."""
     vocabulary = AnswerVocabulary(list(model.answers), [0] * len(model.answers))
     was_training = model.training
     model.eval()
     predictions: dict[int, str] = {}
     records: list[dict[str, Any]] = []
+    image_mode = "fused" if model.protocol == "fused" else "image"
     loader = _vqa_batches(
-        model, urls, vocabulary, image_mode="fused", batch_size=batch_size, workers=workers
+        model, urls, vocabulary, image_mode=image_mode, batch_size=batch_size, workers=workers
     )
     with torch.no_grad():
         for batch in loader:
-            top = model(batch["image"]).argmax(-1).tolist()
+            top = model(**vqa_inputs(batch)).argmax(-1).tolist()
             for i, qid in enumerate(batch["question_id"]):
                 predictions[qid] = model.answers[top[i]]
                 records.append(_record(batch, i))

@@ -1,11 +1,11 @@
-"""VQA on the shared engine: CLIPPO's fused protocol with its learning-rate grid, evaluation of a
-fine-tuned model, and zero-shot VQA by prompting.
+"""VQA on the shared engine: CLIPPO's fused protocol and CLIP-ViL's grid protocol with their
+learning-rate grids, evaluation of a fine-tuned model, and zero-shot VQA by prompting.
 
 ``finetune_vqa`` trains one run per learning rate of ``finetune.lrs`` (``OUT/lr_LR``, resumable,
 ``clippo.jobs.lr_grid``), scores each on the held-out 10% of the training questions, keeps the
 best, and only then scores that one model on the test split (``OUT/metrics.json``,
-``OUT/predictions.json`` in the official results format). The packaged config
-``vqa_fused.yaml`` holds the recipe.
+``OUT/predictions.json`` in the official results format). The packaged configs
+``vqa_fused.yaml`` and ``vqa_grid.yaml`` hold the recipes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from clippo.eval.vqa import (
 from clippo.jobs.lr_grid import train_at_lr
 from clippo.models import from_pretrained
 from clippo.train.config import ExperimentConfig
-from clippo.train.tasks import VQATask
+from clippo.train.tasks import VQAGridTask, VQATask, grid_protocol_config
+
+VQA_TASKS = {"fused": VQATask, "grid": VQAGridTask}
 
 
 def finetune_vqa(
@@ -37,21 +39,29 @@ def finetune_vqa(
     on_step: Callable[[float, int, dict[str, float] | None], Any] | None = None,
     test_questions: int | None = None,
 ) -> dict[str, Any]:
-    """The fused protocol on ``cfg.finetune.data``: one run per learning rate, the best on the
-    held-out split, then its test scores. Returns what ``OUT/metrics.json`` holds: ``best_lr``,
-    ``runs`` (each with its held-out metrics), ``model`` (the chosen model directory) and the
-    test scores (overall, per answer type, per question type).
+    """``cfg.finetune.protocol`` (fused or grid) on ``cfg.finetune.data``: one run per learning
+    rate, the best on the held-out split, then its test scores. Returns what
+    ``OUT/metrics.json`` holds: ``best_lr``, ``runs`` (each with its held-out metrics),
+    ``model`` (the chosen model directory) and the test scores (overall, per answer type, per
+    question type).
 
     ``on_step(lr, step, metrics)`` is called after every step.
     """
     out = Path(out)
+    if cfg.finetune.protocol not in VQA_TASKS:
+        raise ValueError(
+            f"finetune.protocol must be one of {sorted(VQA_TASKS)}, got {cfg.finetune.protocol!r}"
+        )
+    if cfg.finetune.protocol == "grid":
+        cfg = grid_protocol_config(cfg, out)
     ft = cfg.finetune
+    task_class = VQA_TASKS[ft.protocol]
     holdout = VQAHoldoutEvaluation(
         split_pattern(ft.data, "holdout"), batch_size=cfg.eval.batch_size, max_questions=ft.max_dev
     )
 
     def make_job(cfg: ExperimentConfig) -> tuple[VQATask, VQAHoldoutEvaluation]:
-        return VQATask(cfg), holdout
+        return task_class(cfg), holdout
 
     def summarize(task: VQATask, last: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -130,7 +140,7 @@ def evaluate_vqa(
         predictions, records = predict_vqa(
             model, urls, batch_size=batch_size, max_questions=max_questions
         )
-        extra["protocol"] = "fused"
+        extra["protocol"] = model.protocol
     scores = score_predictions(predictions, records)
     extra["eval_seconds"] = round(time.perf_counter() - start, 1)
     return write_vqa_report(out, predictions, scores, **extra)

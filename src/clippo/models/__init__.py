@@ -1,5 +1,6 @@
 """Models: the ViT, the text transformer, CLIPPO, the CLIP* and 1T-CLIP baselines, LiT, task
-heads, and their directories (``io``). Names -> models: ``clippo.factory.create_model``."""
+heads (the fused VQA classifier, the VQA grid model) and their directories (``io``). Names ->
+models: ``clippo.factory.create_model``."""
 
 from clippo.models.base import ContrastiveModel, count_parameters, state_fingerprint
 from clippo.models.clip import CLIP, CLIPConfig, OneTowerCLIP, OneTowerCLIPConfig
@@ -16,6 +17,7 @@ from clippo.models.io import from_pretrained, model_from_config, save_pretrained
 from clippo.models.lit import LiT, LiTConfig
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig
+from clippo.models.vqa_grid import MCANConfig, VQAGridConfig, VQAGridModel
 
 __all__ = [
     "CLIP",
@@ -25,6 +27,7 @@ __all__ = [
     "ContrastiveModel",
     "LiT",
     "LiTConfig",
+    "MCANConfig",
     "OneTowerCLIP",
     "OneTowerCLIPConfig",
     "TextBackbone",
@@ -34,6 +37,8 @@ __all__ = [
     "TextTransformerConfig",
     "VQAClassifier",
     "VQAClassifierConfig",
+    "VQAGridConfig",
+    "VQAGridModel",
     "ViT",
     "ViTConfig",
     "image_tower",

@@ -108,6 +108,7 @@ class ContrastiveModel(PretrainedModel):
     """
 
     supports_text_pairs = False
+    supports_text_tokens = False  # text_tokens: per-token text features (VQA grid protocol)
 
     @property
     def image_locked(self) -> bool:
@@ -153,6 +154,12 @@ class ContrastiveModel(PretrainedModel):
         """The text path's pooled features before its head (``pre_logits``), unnormalised: what
         fine-tuning on language tasks reads (``clippo.eval.glue``)."""
         raise NotImplementedError
+
+    def text_tokens(self, text_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text path's output tokens before pooling ``(N, L, D)`` and the mask of those
+        that hold text ``(N, L)`` bool (True: text; False: padding), for what
+        ``text_transform`` makes (stacked). Models with ``supports_text_tokens`` have it."""
+        raise ValueError(f"{type(self).__name__} gives no per-token text features")
 
     @property
     def image_transform(self) -> ImageTransform:

@@ -23,6 +23,7 @@ from clippo.models.text_transformer import (
     make_token_embed,
 )
 from clippo.models.vit import ViT, ViTConfig
+from clippo.tokenizer import EOS_ID
 
 
 @dataclass
@@ -147,9 +148,26 @@ class _TokenizedCLIP(ContrastiveModel):
         """The text path's ``pre_logits`` and (with a head) ``logits``."""
         raise NotImplementedError
 
+    supports_text_tokens = True
+
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pooled features of token ids before the text head."""
         return self._token_features(tokens.to(self.t.device))["pre_logits"]
+
+    def _encoded_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The text path's tokens after the final norm, before pooling ``(N, max_len, D)``."""
+        raise NotImplementedError
+
+    def text_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``(N, max_len)`` -> the text path's output tokens before pooling and their
+        mask: the tokens up to and including the first EOS hold text, the EOS padding after it
+        does not (``clippo.tokenizer`` pads with EOS, as big_vision's sticky EOS does)."""
+        tokens = tokens.to(self.t.device)
+        eos = self.tokenizer.eos_id if self.cfg.tokenizer is not None else EOS_ID
+        position = torch.arange(tokens.shape[1], device=tokens.device)
+        # The first EOS; a text without one (cut by another tokenizer) is text throughout.
+        first = torch.where(tokens == eos, position, tokens.shape[1]).amin(dim=1, keepdim=True)
+        return self._encoded_tokens(tokens), position[None] <= first
 
     def encode_text_input(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeds token ids ``(N, max_len)``, as ``text_transform`` makes them."""
@@ -175,6 +193,9 @@ class CLIP(_TokenizedCLIP):
     def _token_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.text.forward_features(tokens)
 
+    def _encoded_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.text.encode_tokens(tokens)
+
 
 @register("1t-clip")
 class OneTowerCLIP(_TokenizedCLIP):
@@ -191,6 +212,12 @@ class OneTowerCLIP(_TokenizedCLIP):
     def vocab_size(self) -> int:
         return self.cfg.vocab_size
 
-    def _token_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         check_tokens(tokens, self.cfg.max_len)
-        return self.image.forward_embedded(self.token_embed(tokens.long()) + self.text_pos_embed)
+        return self.token_embed(tokens.long()) + self.text_pos_embed
+
+    def _token_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.image.forward_embedded(self._embed_tokens(tokens))
+
+    def _encoded_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.image.encode_tokens(self._embed_tokens(tokens))

@@ -76,6 +76,7 @@ class CLIPPO(ContrastiveModel):
 
     config_class = CLIPPOConfig
     supports_text_pairs = True
+    supports_text_tokens = True
 
     def __init__(self, cfg: CLIPPOConfig):
         super().__init__()
@@ -124,3 +125,18 @@ class CLIPPO(ContrastiveModel):
         tower = self.text if self.text is not None else self.image
         patch_embed = getattr(self, "text_patch_embed", None)
         return tower.forward_features(x, patch_embed=patch_embed)["pre_logits"]
+
+    def text_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rendered text uint8 ``(N, H, W)`` -> the text path's patch tokens after the final
+        norm ``(N, grid**2, width)`` and their mask: the patches up to the last one with ink,
+        in raster order, hold text; the blank patches after it are the padding of rendered
+        text (the first patch always counts, so an empty text keeps one token)."""
+        tower = self.text if self.text is not None else self.image
+        x = text_pixels_to_input(pixels.to(self.t.device), self.t.dtype)
+        tokens = tower.tokens(x, patch_embed=getattr(self, "text_patch_embed", None))
+        p, g = tower.cfg.patch_size, tower.cfg.grid
+        ink = (pixels != self.renderer.background).reshape(len(pixels), g, p, g, p)
+        inked = ink.any(dim=(2, 4)).reshape(len(pixels), g * g).to(tokens.device)
+        position = torch.arange(g * g, device=tokens.device)
+        last = torch.where(inked, position, 0).amax(dim=1, keepdim=True)
+        return tokens, position[None] <= last

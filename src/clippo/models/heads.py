@@ -198,6 +198,8 @@ class VQAClassifier(PretrainedModel):
     features are its pooled ``pre_logits`` (before the contrastive head, which is dropped).
     """
 
+    protocol = "fused"
+
     def __init__(self, tower: nn.Module, cfg: VQAClassifierConfig):
         super().__init__()
         if not cfg.answers:

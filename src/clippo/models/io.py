@@ -4,8 +4,10 @@
 Every model class clippo saves derives from ``PretrainedModel`` and names its ``model_type``
 with ``@register``: CLIPPO (``clippo``), CLIP* (``clip``), 1T-CLIP (``1t-clip``), LiT
 (``lit``), a plain ViT such as a converted big_vision classifier (``vit``) and a fine-tuned
-text classifier (``text_classifier``, whose config nests its backbone's) and a fine-tuned VQA
-classifier (``vqa_classifier``: an image tower and a head over answers). ``save_pretrained``
+text classifier (``text_classifier``, whose config nests its backbone's), a fine-tuned VQA
+classifier (``vqa_classifier``: an image tower and a head over answers), the VQA grid model
+(``vqa_grid``: a backbone, nested, and an MCAN fusion) and EfficientNet-Lite0
+(``efficientnet-lite0``). ``save_pretrained``
 writes any of them, atomically per file; ``from_pretrained`` reads any of them back, and names
 the file and the problem when a directory is not a valid model. Both are also methods, as in
 Hugging Face: ``model.save_pretrained(d)``, ``CLIPPO.from_pretrained(d, torch_dtype=...)``.

@@ -34,7 +34,7 @@ from torch import nn
 from clippo.extras import require
 from clippo.models.base import ContrastiveModel, l2_normalize, state_fingerprint, to_weights
 from clippo.models.clippo import text_pixels_to_input
-from clippo.models.io import register
+from clippo.models.io import PretrainedModel, register
 from clippo.models.text_transformer import TextTransformer, TextTransformerConfig
 from clippo.models.vit import ViT, ViTConfig, _lecun_normal_
 
@@ -114,18 +114,30 @@ class LiTConfig:
 # -- image towers ---------------------------------------------------------------------------
 
 
-class EfficientNetLite0(nn.Module):
+@register("efficientnet-lite0")
+class EfficientNetLite0(PretrainedModel):
     """EfficientNet-Lite0 (ImageNet) as a feature extractor: [-1, 1] images -> (N, 1280).
 
     The weights come from TensorFlow's EfficientNet-Lite, which reads ``(pixel - 127) / 128``
     (checked here: ImageNet mean/std inputs misclassify clear fruit images that these classify
-    right), so clippo's ``pixel / 127.5 - 1`` images are mapped to that range first.
+    right), so clippo's ``pixel / 127.5 - 1`` images are mapped to that range first. A model
+    directory of its own (``model_type`` ``efficientnet-lite0``) holds the input size only.
     """
 
     features = 1280
 
+    def config_dict(self) -> dict:
+        """``{"model_type": "efficientnet-lite0", "image_size": S}``."""
+        return {"model_type": self.model_type, "image_size": self.image_size}
+
+    @classmethod
+    def from_config(cls, config: dict, directory=None) -> EfficientNetLite0:
+        """Random weights (``from_pretrained`` then loads them)."""
+        return cls(pretrained=False, **config)
+
     def __init__(self, image_size: int = 224, pretrained: bool = True):
         super().__init__()
+        self.image_size = image_size
         user = "LiT's EfficientNet-Lite0 image tower"
         EfficientNet = require("efficientnet_lite_pytorch", user).EfficientNet
         if pretrained:
@@ -141,9 +153,16 @@ class EfficientNetLite0(nn.Module):
         net._fc = nn.Identity()  # the ImageNet classifier is not part of the features
         self.net = net
 
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``(N, 1280, S/32, S/32)`` (after the head convolution)."""
+        return self.net.extract_features((images * 127.5 + 0.5) / 128.0)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The last feature map as grid tokens ``(N, (S/32)**2, 1280)``, in raster order."""
+        return self.feature_map(images).flatten(2).transpose(1, 2)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images * 127.5 + 0.5) / 128.0
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        return self.feature_map(images).mean(dim=(2, 3))
 
 
 def _tower_output_size(tower: nn.Module, cfg: LiTConfig) -> int:

@@ -103,12 +103,17 @@ class TextTransformer(nn.Module):
             _lecun_normal_(self.head.weight, d)
             nn.init.zeros_(self.head.bias)
 
-    def forward_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns ``encoded`` (N, L, width), ``pre_logits`` (pooled) and ``logits``."""
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids -> the output tokens after the final norm, before pooling ``(N, L, width)``."""
         cfg = self.cfg
         check_tokens(tokens, cfg.max_len)
         x = self.token_embed(tokens.long()) + self.pos_embed
-        x = self.norm(run_blocks(self.blocks, x, cfg.grad_checkpointing and self.training))
+        return self.norm(run_blocks(self.blocks, x, cfg.grad_checkpointing and self.training))
+
+    def forward_features(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Returns ``encoded`` (N, L, width), ``pre_logits`` (pooled) and ``logits``."""
+        cfg = self.cfg
+        x = self.encode_tokens(tokens)
         out = {"encoded": x}
         if cfg.pool_type == "last":
             pooled = x[:, -1]

@@ -275,6 +275,11 @@ class ViT(PretrainedModel):
 
         ``patch_embed`` replaces the tower's own stem (CLIPPO's untied-embedding ablation).
         """
+        return self.forward_embedded(self.embed_patches(x, patch_embed))
+
+    def embed_patches(self, x: torch.Tensor, patch_embed: nn.Module | None = None) -> torch.Tensor:
+        """Images ``(N, C, S, S)`` -> patch embeddings plus position embedding ``(N, L, width)``,
+        in raster order (row by row)."""
         cfg = self.cfg
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(
@@ -286,7 +291,25 @@ class ViT(PretrainedModel):
                 f"{x.shape[-2]}x{x.shape[-1]}; resize them or resample the position embedding"
             )
         x = (patch_embed or self.patch_embed)(x).flatten(2).transpose(1, 2)
-        return self.forward_embedded(x + self.pos_embed.to(x.dtype))
+        return x + self.pos_embed.to(x.dtype)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        # The class token (pool type "tok") first, then the blocks and the final norm.
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        grad_checkpointing = self.cfg.grad_checkpointing and self.training
+        return self.norm(run_blocks(self.blocks, x, grad_checkpointing))
+
+    def encode_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedded tokens ``(N, L, width)`` -> the encoder's output tokens ``(N, L, width)``
+        after the final norm, before pooling (no class token): grid features (CLIP-ViL)."""
+        x = self._encode(x)
+        return x[:, 1:] if self.cls is not None else x
+
+    def tokens(self, x: torch.Tensor, patch_embed: nn.Module | None = None) -> torch.Tensor:
+        """Images -> their patch tokens after the last block and the final norm, before
+        pooling: ``(N, grid**2, width)`` in raster order."""
+        return self.encode_tokens(self.embed_patches(x, patch_embed))
 
     def forward_embedded(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Runs the encoder, pooling and head on embedded tokens ``(N, L, width)``.
@@ -294,9 +317,7 @@ class ViT(PretrainedModel):
         ``forward_features`` embeds patches; one-tower CLIP feeds embedded text tokens here.
         """
         cfg = self.cfg
-        if self.cls is not None:
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.norm(run_blocks(self.blocks, x, cfg.grad_checkpointing and self.training))
+        x = self._encode(x)
         out = {"encoded": x}
         if cfg.pool_type == "map":
             pooled = self.map_head(x)

@@ -18,6 +18,7 @@ import torch
 
 from clippo.factory import model_class, parse_model_name
 from clippo.losses import LOSSES
+from clippo.models.vqa_grid import QUESTION_SOURCES, MCANConfig
 from clippo.schema import ConfigError, apply_overrides, build, read_yaml
 from clippo.train.optim import OPTIMIZERS
 from clippo.train.schedules import create_schedule
@@ -203,9 +204,18 @@ class FinetuneConfig:
     max_dev: int | None = None  # subsample the dev (VQA: held-out) split, for quick runs
     # VQA (`clippo finetune vqa`; runs train.total_steps steps, not epochs): the protocol, the
     # canvas size (a pretrained tower's position embedding is resampled to it), question lines.
-    protocol: str = ""  # fused
+    protocol: str = ""  # fused or grid
     image_size: int | None = None  # None: the tower's own resolution
     max_lines: int = 4
+    # The grid protocol (CLIP-ViL): the encoder frozen (its features computed once, kept in
+    # feature_cache; `clippo finetune vqa` uses OUT/feature_cache) or trained at encoder_lr_mult
+    # times the learning rate; the question read by the encoder's text side (encoder), a learned
+    # byte embedding (bytes), or the first where the model has one (auto); the MCAN fusion.
+    freeze_encoder: bool = True
+    encoder_lr_mult: float = 0.1
+    question: str = "auto"
+    feature_cache: str = ""
+    fusion: MCANConfig = field(default_factory=MCANConfig)
 
 
 @dataclass
@@ -344,6 +354,17 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "data.in_memory and data.image_cache: choose one (the cache already replaces the "
             "images by the locked tower's features)"
+        )
+    if cfg.data.in_memory and (cfg.finetune.task or cfg.finetune.protocol):
+        raise ConfigError(
+            "data.in_memory decodes data.train for contrastive pre-training; fine-tuning "
+            "(finetune.task / finetune.protocol) reads its own data, so leave data.in_memory off"
+        )
+    if cfg.finetune.protocol not in ("", "fused", "grid"):
+        raise ConfigError(f"finetune.protocol must be fused or grid, got {cfg.finetune.protocol!r}")
+    if cfg.finetune.question not in ("auto", *QUESTION_SOURCES):
+        raise ConfigError(
+            f"finetune.question must be auto, encoder or bytes, got {cfg.finetune.question!r}"
         )
     _check_text_pairs(cfg)
     if not cfg.finetune.task:  # fine-tuning's steps follow finetune.epochs and the data

@@ -6,6 +6,8 @@ on image/alt-text shards, with CLIPPO's text/text co-training and LiT's cached i
 split (the GLUE protocol).
 ``VQATask``: fine-tuning a model's image tower with a linear head over answers on VQA shards,
 the question drawn above the image (CLIPPO's fused protocol).
+``VQAGridTask``: the encoder as the backbone of an MCAN task model reading its grid and
+question features (CLIP-ViL's protocol), the encoder frozen (features cached once) or tuned.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,7 +37,13 @@ from clippo.data.image_cache import (
     ImageFeatureCache,
     build_image_feature_cache,
 )
-from clippo.data.vqa import VQAShardDataset, read_vocabulary, split_pattern
+from clippo.data.vqa import (
+    VQAShardDataset,
+    build_vqa_feature_caches,
+    read_vocabulary,
+    split_pattern,
+    vqa_inputs,
+)
 from clippo.factory import create_model
 from clippo.losses import ContrastiveLoss
 from clippo.models import ContrastiveModel, from_pretrained
@@ -48,6 +57,7 @@ from clippo.models.heads import (
     join_pair,
 )
 from clippo.models.vit import ViT
+from clippo.models.vqa_grid import VQAGridConfig, VQAGridModel
 from clippo.render import UnifontRenderer
 from clippo.train.config import ExperimentConfig
 from clippo.train.distributed import DistEnv, full_tensor, unwrap
@@ -99,24 +109,29 @@ def _prepare_image_feature_cache(
     directory = cfg.data.image_cache
     tower_id = model.image_tower_id()
     device = next(model.parameters()).device
-
-    def build() -> ImageFeatureCache:
-        return build_image_feature_cache(
+    return build_on_main(
+        env,
+        lambda: build_image_feature_cache(
             cfg.data.train,
             directory,
             lambda images: model.image_features(images.to(device)),
             tower_id=tower_id,
             image_size=model.image_size,
             batch_size=cfg.eval.batch_size,
-        )
+        ),
+    )
 
+
+def build_on_main(env: DistEnv, build):
+    """``build()`` on the main process first, then on the others after a barrier (where it
+    finds what the main process wrote, e.g. a complete feature cache)."""
     if env.is_main:
-        cache = build()
+        out = build()
     if env.world_size > 1:
         torch.distributed.barrier()
     if not env.is_main:
-        cache = build()  # finds the complete cache the main process wrote
-    return cache
+        out = build()
+    return out
 
 
 def train_batches(
@@ -418,10 +433,14 @@ class VQATask:
     lasts ``train.total_steps`` steps over the ``train`` shards of ``finetune.data``.
     """
 
+    protocol = "fused"
+
     def __init__(self, cfg: ExperimentConfig):
         ft = cfg.finetune
-        if ft.protocol != "fused":
-            raise ValueError(f"finetune.protocol: only 'fused' is implemented, got {ft.protocol!r}")
+        if ft.protocol != self.protocol:
+            raise ValueError(
+                f"finetune.protocol {ft.protocol!r}: {type(self).__name__} runs {self.protocol!r}"
+            )
         if not ft.data:
             raise ValueError("finetune.data is required: a folder of `clippo data vqa` (--data)")
         self.cfg = cfg
@@ -451,6 +470,16 @@ class VQATask:
 
     def batches(self, model: VQAClassifier, env: DistEnv, start_batch: int):
         """The training questions on their fused canvases, soft targets beside them."""
+        return self._reader(
+            env,
+            start_batch,
+            renderer=UnifontRenderer(**model.cfg.render),
+            image_size=model.image_size,
+            max_lines=model.cfg.max_lines,
+        )
+
+    def _reader(self, env: DistEnv, start_batch: int, **options) -> VQAShardDataset:
+        """The training split for this process, positioned after ``start_batch`` batches."""
         cfg = self.cfg
         if cfg.data.batch_size % env.world_size:
             raise ValueError(
@@ -460,9 +489,6 @@ class VQATask:
         return VQAShardDataset(
             self.train_urls,
             vocabulary=self.vocabulary,
-            renderer=UnifontRenderer(**model.cfg.render),
-            image_size=model.image_size,
-            max_lines=model.cfg.max_lines,
             batch_size=cfg.data.batch_size // env.world_size,
             train=True,
             seed=cfg.train.seed,
@@ -470,6 +496,7 @@ class VQATask:
             start_batch=start_batch,
             rank=env.rank,
             world_size=env.world_size,
+            **options,
         )
 
     def loss(self, model: nn.Module, batch: dict, device: torch.device, autocast) -> StepOutput:
@@ -477,7 +504,7 @@ class VQATask:
         ``sigmoid_xent``); ``vqa_score`` is the soft target of the top answer."""
         target = batch["target"].to(device, non_blocking=True)
         with autocast():
-            logits = model(batch["image"].to(device, non_blocking=True))
+            logits = model(**vqa_inputs(batch, device))
         logits = logits.float()
         loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1).mean()
         score = target.gather(1, logits.argmax(-1, keepdim=True)).mean()
@@ -486,3 +513,115 @@ class VQATask:
     def logged(self, model: nn.Module) -> dict[str, float]:
         """Nothing beyond the engine's figures."""
         return {}
+
+
+# --------------------------------------------------------------------------------------------
+# VQA fine-tuning, grid protocol (the encoder as a task model's backbone)
+# --------------------------------------------------------------------------------------------
+
+
+def grid_protocol_config(cfg: ExperimentConfig, out: str | Path) -> ExperimentConfig:
+    """The grid protocol's derived settings: the feature cache in ``OUT/feature_cache`` unless
+    ``finetune.feature_cache`` names one, and with an unfrozen encoder its learning-rate
+    multiplier ``finetune.encoder_lr_mult`` (``optim.lr_mults`` on ``backbone.*``)."""
+    ft = cfg.finetune
+    cache = ft.feature_cache or str(Path(out) / "feature_cache")
+    optim = cfg.optim
+    if not ft.freeze_encoder and ft.encoder_lr_mult != 1.0:
+        mults = {r"backbone\..*": ft.encoder_lr_mult, **optim.lr_mults}
+        optim = dataclasses.replace(optim, lr_mults=mults)
+    ft = dataclasses.replace(ft, feature_cache=cache)
+    return dataclasses.replace(cfg, finetune=ft, optim=optim)
+
+
+class VQAGridTask(VQATask):
+    """CLIP-ViL's protocol (section 3.1) with MCAN's fusion (``clippo.models.vqa_grid``): the
+    grid features of the image tower of ``model.init`` (any clippo model directory) or of
+    ``model.name`` (random init), the question through the model's own text side
+    (``finetune.question``: ``encoder``; ``auto`` picks it for CLIPPO, CLIP* and 1T-CLIP) or a
+    learned byte embedding (``bytes``; ``auto``'s choice for a plain ViT or LiT), the fusion
+    and the classifier trained with the sum over answers of the sigmoid cross-entropy with the
+    soft targets. With ``finetune.freeze_encoder`` (default) the encoder's grid and question
+    features are computed once per distinct image and question and read from
+    ``finetune.feature_cache``; otherwise the encoder trains too, at
+    ``finetune.encoder_lr_mult`` times the learning rate (``grid_protocol_config``).
+    """
+
+    protocol = "grid"
+
+    def __init__(self, cfg: ExperimentConfig):
+        super().__init__(cfg)
+        ft = cfg.finetune
+        if ft.image_size:
+            raise ValueError(
+                "finetune.image_size is the fused protocol's canvas; the grid protocol reads "
+                "the tower at its own size (build a model by name at another size instead)"
+            )
+        if ft.freeze_encoder and not ft.feature_cache:
+            raise ValueError(
+                "finetune.feature_cache: a folder for the frozen encoder's features is required "
+                "(`clippo finetune vqa` uses OUT/feature_cache)"
+            )
+
+    def build_model(self) -> VQAGridModel:
+        """The backbone (pretrained or random), frozen or not, and a fresh fusion and head."""
+        ft = self.cfg.finetune
+        source = build_model(self.cfg)
+        question = ft.question
+        if question == "auto":
+            question = "encoder" if getattr(source, "supports_text_tokens", False) else "bytes"
+        backbone = source
+        if question == "bytes":  # only the image tower is used: keep only it
+            backbone = image_tower(source)
+            if isinstance(backbone, ViT):
+                backbone.head = None  # the contrastive projection reads pooled features
+                backbone.cfg.num_classes = 0
+        backbone.requires_grad_(True)  # a LiT tower may come locked; the model freezes it
+        head = VQAGridConfig(
+            answers=list(self.vocabulary.answers),
+            question=question,
+            fusion=dataclasses.replace(ft.fusion),
+            freeze_encoder=ft.freeze_encoder,
+        )
+        return VQAGridModel(backbone, head)
+
+    def batches(self, model: VQAGridModel, env: DistEnv, start_batch: int):
+        """The training questions: images resized to the tower's size and the question as the
+        model reads it, or the frozen encoder's cached features of both."""
+        if not model.cfg.freeze_encoder:
+            return self._reader(
+                env,
+                start_batch,
+                image_mode="image",
+                image_size=model.image_size,
+                question_transform=model.question_transform,
+            )
+        images, questions = build_on_main(env, lambda: self._feature_caches(model))
+        return self._reader(
+            env,
+            start_batch,
+            image_mode="image",
+            image_size=model.image_size,
+            image_cache=images,
+            question_cache=questions,
+            question_transform=None if questions is not None else model.question_transform,
+        )
+
+    def _feature_caches(self, model: VQAGridModel):
+        encoder_question = model.cfg.question == "encoder"
+        was_training = model.training
+        model.eval()
+        try:
+            return build_vqa_feature_caches(
+                self.train_urls,
+                self.cfg.finetune.feature_cache,
+                image_size=model.image_size,
+                image_id=model.image_cache_id(),
+                embed_images=model.image_grid,
+                question_id=model.question_cache_id() if encoder_question else None,
+                question_transform=model.question_transform,
+                embed_questions=model.encode_question,
+                batch_size=self.cfg.eval.batch_size,
+            )
+        finally:
+            model.train(was_training)
