@@ -18,6 +18,7 @@ from clippo.data.vqa import (
     split_pattern,
     vqa_inputs,
 )
+from clippo.eval.vqa import predict_vqa
 from clippo.factory import create_model
 from clippo.jobs.vqa import evaluate_vqa, finetune_vqa
 from clippo.models import from_pretrained, save_pretrained
@@ -251,6 +252,11 @@ def test_cached_features_give_the_logits_of_the_live_encoder(shards, tmp_path):
         torch.testing.assert_close(
             model(**vqa_inputs(cached)), model(**vqa_inputs(live)), rtol=1e-5, atol=1e-5
         )
+    # Scoring a split through its cache gives the live predictions.
+    test = split_pattern(shards, "test")
+    live_answers, _ = predict_vqa(model, test, batch_size=2)
+    cached_answers, _ = predict_vqa(model, test, batch_size=2, feature_cache=tmp_path / "test")
+    assert cached_answers == live_answers and (tmp_path / "test").is_dir()
     # A complete cache of the same shards is read back, not rebuilt.
     mtime = (images.directory / "features.npy").stat().st_mtime_ns
     build_vqa_feature_caches(
@@ -284,8 +290,11 @@ def test_grid_protocol_picks_the_lr_on_holdout_and_scores_test_once(shards, tmp_
     assert report["protocol"] == "grid" and [r["lr"] for r in report["runs"]] == [0.001, 0.003]
     best = max(report["runs"], key=lambda r: r["holdout"]["vqa_accuracy"])
     assert report["best_lr"] == best["lr"] and report["num_questions"] == 3
-    caches = sorted(p.name for p in (tmp_path / "run" / "feature_cache").iterdir())
-    assert [c.split("-")[0] for c in caches] == ["grid", "question"]  # one for both lrs
+    # One cache per split (the training split's serves both lrs), each image and question once.
+    for split, images in (("train", 3), ("holdout", 1), ("test", 2)):
+        caches = sorted((tmp_path / "run" / "feature_cache" / split).iterdir())
+        assert [c.name.split("-")[0] for c in caches] == ["grid", "question"]
+        assert json.loads((caches[0] / "meta.json").read_text())["count"] == images
     results = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert sorted(r["question_id"] for r in results) == [70, 71, 80]
     assert all(r["answer"] in ANSWERS for r in results)

@@ -189,9 +189,25 @@ def annotations_of(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     ]
 
 
-def _vqa_batches(model, urls: str, vocabulary, *, image_mode: str, batch_size: int, workers: int):
+def _vqa_batches(
+    model,
+    urls: str,
+    vocabulary,
+    *,
+    image_mode: str,
+    batch_size: int,
+    workers: int,
+    feature_cache: str | os.PathLike | None = None,
+):
     cfg = getattr(model, "cfg", None)
     render = {k: v for k, v in (getattr(cfg, "render", None) or {}).items() if k != "image_size"}
+    options = {"question_transform": getattr(model, "question_transform", None)}
+    if feature_cache is not None and getattr(cfg, "freeze_encoder", False):
+        # A frozen grid backbone: each distinct image and question embedded once.
+        images, questions = model.feature_caches(urls, feature_cache, batch_size=batch_size)
+        options.update(image_cache=images, question_cache=questions)
+        if questions is not None:
+            options["question_transform"] = None
     dataset = VQAShardDataset(
         urls,
         vocabulary=vocabulary,
@@ -199,9 +215,9 @@ def _vqa_batches(model, urls: str, vocabulary, *, image_mode: str, batch_size: i
         image_size=model.image_size,
         max_lines=getattr(cfg, "max_lines", 4),
         image_mode=image_mode,
-        question_transform=getattr(model, "question_transform", None),
         batch_size=batch_size,
         train=False,
+        **options,
     )
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
 
@@ -213,11 +229,13 @@ def predict_vqa(
     batch_size: int = 256,
     max_questions: int | None = None,
     workers: int = 1,
+    feature_cache: str | os.PathLike | None = None,
 ) -> tuple[dict[int, str], list[dict[str, Any]]]:
     """A fine-tuned VQA model's top answer per question of the shards ``urls`` (a
     ``VQAClassifier`` reading the fused input, or a ``VQAGridModel`` reading the image and the
     question): ``({question_id: answer}, records)``, the first ``max_questions`` questions
-    when set."""
+    when set. With ``feature_cache`` (a folder for these shards) a frozen grid backbone embeds
+    each distinct image and question once (``VQAGridModel.feature_caches``)."""
     vocabulary = AnswerVocabulary(list(model.answers), [0] * len(model.answers))
     was_training = model.training
     model.eval()
@@ -225,7 +243,13 @@ def predict_vqa(
     records: list[dict[str, Any]] = []
     image_mode = "fused" if model.protocol == "fused" else "image"
     loader = _vqa_batches(
-        model, urls, vocabulary, image_mode=image_mode, batch_size=batch_size, workers=workers
+        model,
+        urls,
+        vocabulary,
+        image_mode=image_mode,
+        batch_size=batch_size,
+        workers=workers,
+        feature_cache=feature_cache,
     )
     with torch.no_grad():
         for batch in loader:
@@ -260,8 +284,16 @@ class VQAHoldoutEvaluation:
     ``holdout/vqa_accuracy`` and ``holdout/vqa_accuracy/ANSWER_TYPE``, for choosing the
     learning rate."""
 
-    def __init__(self, urls: str, *, batch_size: int = 256, max_questions: int | None = None):
+    def __init__(
+        self,
+        urls: str,
+        *,
+        batch_size: int = 256,
+        max_questions: int | None = None,
+        feature_cache: str | os.PathLike | None = None,
+    ):
         self.urls, self.batch_size, self.max_questions = urls, batch_size, max_questions
+        self.feature_cache = feature_cache  # a frozen grid backbone's, for these shards
 
     def due(self, step: int, final: bool) -> bool:
         """Only at the end of the run."""
@@ -270,7 +302,11 @@ class VQAHoldoutEvaluation:
     def run(self, model, step: int = 0, final: bool = True) -> dict[str, float]:
         """The held-out metrics as flat ``holdout/...`` entries, for metrics.jsonl."""
         predictions, records = predict_vqa(
-            model, self.urls, batch_size=self.batch_size, max_questions=self.max_questions
+            model,
+            self.urls,
+            batch_size=self.batch_size,
+            max_questions=self.max_questions,
+            feature_cache=self.feature_cache,
         )
         scores = score_predictions(predictions, records)
         out = {"holdout/vqa_accuracy": scores["overall"], "holdout/questions": len(records)}

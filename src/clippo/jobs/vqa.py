@@ -10,12 +10,13 @@ best, and only then scores that one model on the test split (``OUT/metrics.json`
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clippo.data.vqa import read_vocabulary, split_pattern
+from clippo.data.vqa import VQA_SPLITS, read_vocabulary, split_pattern
 from clippo.eval.vqa import (
     VQAHoldoutEvaluation,
     baselines,
@@ -56,8 +57,13 @@ def finetune_vqa(
         cfg = grid_protocol_config(cfg, out)
     ft = cfg.finetune
     task_class = VQA_TASKS[ft.protocol]
+    # A frozen grid backbone's features of each split, next to the training split's.
+    caches = {s: Path(ft.feature_cache) / s if ft.feature_cache else None for s in VQA_SPLITS}
     holdout = VQAHoldoutEvaluation(
-        split_pattern(ft.data, "holdout"), batch_size=cfg.eval.batch_size, max_questions=ft.max_dev
+        split_pattern(ft.data, "holdout"),
+        batch_size=cfg.eval.batch_size,
+        max_questions=ft.max_dev,
+        feature_cache=caches["holdout"],
     )
 
     def make_job(cfg: ExperimentConfig) -> tuple[VQATask, VQAHoldoutEvaluation]:
@@ -81,6 +87,7 @@ def finetune_vqa(
         split_pattern(ft.data, "test"),
         batch_size=cfg.eval.batch_size,
         max_questions=test_questions,
+        feature_cache=caches["test"],
     )
     scores = score_predictions(predictions, records)
     return write_vqa_report(
@@ -137,9 +144,10 @@ def evaluate_vqa(
                 f"{model_dir} is a {type(model).__name__}, not a fine-tuned VQA model: "
                 "fine-tune one with `clippo finetune vqa`, or pass --zero-shot"
             )
-        predictions, records = predict_vqa(
-            model, urls, batch_size=batch_size, max_questions=max_questions
-        )
+        with tempfile.TemporaryDirectory() as cache:  # used by a frozen grid backbone
+            predictions, records = predict_vqa(
+                model, urls, batch_size=batch_size, max_questions=max_questions, feature_cache=cache
+            )
         extra["protocol"] = model.protocol
     scores = score_predictions(predictions, records)
     extra["eval_seconds"] = round(time.perf_counter() - start, 1)

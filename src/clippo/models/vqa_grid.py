@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from clippo.data.vqa import build_vqa_feature_caches
 from clippo.models.base import state_fingerprint
 from clippo.models.heads import image_tower
 from clippo.models.io import PretrainedModel, model_from_config, register
@@ -376,6 +377,32 @@ class VQAGridModel(PretrainedModel):
             question_mask.to(device, torch.bool),
         )
         return self.head(fused)
+
+    def feature_caches(self, urls: str, directory: str | Path, *, batch_size: int = 256):
+        """The frozen backbone's features of every distinct image of the VQA shards ``urls``
+        (and of every distinct question, when the backbone reads it), computed once into
+        ``directory`` or read back from there: ``(image_cache, question_cache or None)``
+        (``clippo.data.vqa.build_vqa_feature_caches``). One folder per shard set: the caches
+        of one split are rebuilt over another's."""
+        if not self.cfg.freeze_encoder:
+            raise ValueError("only a frozen backbone's features can be cached")
+        encoder_question = self.cfg.question == "encoder"
+        was_training = self.training
+        self.eval()
+        try:
+            return build_vqa_feature_caches(
+                urls,
+                directory,
+                image_size=self.image_size,
+                image_id=self.image_cache_id(),
+                embed_images=self.image_grid,
+                question_id=self.question_cache_id() if encoder_question else None,
+                question_transform=self.question_transform,
+                embed_questions=self.encode_question,
+                batch_size=batch_size,
+            )
+        finally:
+            self.train(was_training)
 
     def image_cache_id(self) -> str:
         """Names the grid-feature function: tower kind, input size, a hash of its weights."""

@@ -39,7 +39,6 @@ from clippo.data.image_cache import (
 )
 from clippo.data.vqa import (
     VQAShardDataset,
-    build_vqa_feature_caches,
     read_vocabulary,
     split_pattern,
     vqa_inputs,
@@ -543,9 +542,9 @@ class VQAGridTask(VQATask):
     and the classifier trained with the sum over answers of the sigmoid cross-entropy with the
     soft targets. With ``finetune.freeze_encoder`` (default) the encoder's grid and question
     features are computed once per distinct image and question and read from
-    ``finetune.feature_cache``; otherwise the encoder trains too, at
-    ``finetune.encoder_lr_mult`` times the learning rate (``grid_protocol_config``).
-    """
+    ``finetune.feature_cache``/train (``VQAGridModel.feature_caches``); otherwise the encoder
+    trains too, at ``finetune.encoder_lr_mult`` times the learning rate
+    (``grid_protocol_config``)."""
 
     protocol = "grid"
 
@@ -596,7 +595,11 @@ class VQAGridTask(VQATask):
                 image_size=model.image_size,
                 question_transform=model.question_transform,
             )
-        images, questions = build_on_main(env, lambda: self._feature_caches(model))
+        directory = Path(self.cfg.finetune.feature_cache) / "train"
+        batch_size = self.cfg.eval.batch_size
+        images, questions = build_on_main(
+            env, lambda: model.feature_caches(self.train_urls, directory, batch_size=batch_size)
+        )
         return self._reader(
             env,
             start_batch,
@@ -606,22 +609,3 @@ class VQAGridTask(VQATask):
             question_cache=questions,
             question_transform=None if questions is not None else model.question_transform,
         )
-
-    def _feature_caches(self, model: VQAGridModel):
-        encoder_question = model.cfg.question == "encoder"
-        was_training = model.training
-        model.eval()
-        try:
-            return build_vqa_feature_caches(
-                self.train_urls,
-                self.cfg.finetune.feature_cache,
-                image_size=model.image_size,
-                image_id=model.image_cache_id(),
-                embed_images=model.image_grid,
-                question_id=model.question_cache_id() if encoder_question else None,
-                question_transform=model.question_transform,
-                embed_questions=model.encode_question,
-                batch_size=self.cfg.eval.batch_size,
-            )
-        finally:
-            model.train(was_training)
