@@ -194,7 +194,6 @@ def test_resume_with_text_pairs_continues_exactly(openclipart_small, fortune_pai
         ({"data.text_pairs": None}, "data.text_pairs: a text-pair shard pattern is required"),
         ({"data.text_pair_fraction": 0.05}, "gives 0 text pairs per batch"),
         ({"data.text_pair_fraction": 0.95}, "gives 8 text pairs per batch"),
-        ({"model.name": "clip-mu/16"}, r"reads both sides of a pair \(CLIPPO, LiT\)"),
         ({"data.text_pair_fractoin": 0.5}, "unknown config key 'data.text_pair_fractoin'"),
         ({"train.keep_image_pairs_constant": "yes"}, "keep_image_pairs_constant: expected"),
     ],
@@ -244,10 +243,39 @@ def test_step_rule_keeps_image_pairs_seen_constant(batch, fraction, keep, steps)
     assert cfg.effective_total_steps == steps
 
 
-def test_tokenized_models_are_refused(openclipart_small, fortune_pairs):
-    cfg = _cfg(openclipart_small, fortune_pairs)
-    with pytest.raises(ValueError, match=r"reads both sides of a pair \(CLIPPO, LiT\)"):
-        build_train_loader(cfg, create_model("1t-clip-mu/16"), DistEnv(), 0)
+@pytest.mark.parametrize("name", ["1t-clip-mu/16", "clip-mu/16"])
+def test_token_models_read_both_sides_of_a_pair_as_token_ids(
+    name, openclipart_small, fortune_pairs, openclipart_tokenizer, tmp_path
+):
+    # 1T-CLIP co-trained with text pairs (the paper's baseline for CLIPPO's co-training), and
+    # CLIP*, whose text tower reads both sides: the pairs are token ids, as the alt-texts.
+    options = {"image_size": 32, "out_dim": 16, "tokenizer": str(openclipart_tokenizer)}
+    sets = {"model.name": name, "model.options": options, "train.total_steps": 1,
+            "train.log_every": 1, "data.workers": 0}  # fmt: skip
+    cfg = _cfg(openclipart_small, fortune_pairs, **sets)
+    logged = {}
+    train(cfg, tmp_path, on_step=lambda step, metrics: logged.update(metrics or {}))
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    batch = next(iter(build_train_loader(cfg, model, DistEnv(), 0)))
+    max_len = model.cfg.max_len
+    assert batch["text_input"].shape == (6, max_len)
+    assert batch["pair_text_a_input"].shape == batch["pair_text_b_input"].shape == (2, max_len)
+    assert batch["pair_text_a_input"].dtype == batch["text_input"].dtype
+    with torch.no_grad():
+        zimg, ztxt, scale = model(
+            batch["image"],
+            batch["text_input"],
+            (batch["pair_text_a_input"], batch["pair_text_b_input"]),
+        )
+        expected_img = torch.cat(
+            [model.encode_image(batch["image"]), model.encode_text(batch["pair_text_a"])]
+        )
+        expected_txt = model.encode_text(batch["text"] + batch["pair_text_b"])
+        torch.testing.assert_close(zimg, expected_img, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ztxt, expected_txt, rtol=1e-5, atol=1e-5)
+    direct = _symmetric_ce(scale * zimg @ ztxt.T)
+    assert logged["train/loss"] == pytest.approx(direct.item(), rel=1e-5)
 
 
 def test_packaged_demo_textpairs_mirrors_demo_with_25_percent_pairs():

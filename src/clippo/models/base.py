@@ -102,12 +102,11 @@ def state_fingerprint(module: nn.Module) -> str:
 class ContrastiveModel(PretrainedModel):
     """Base of the image/text models: ``self.image`` embeds images, ``self.t`` is log-scale.
 
-    Capabilities are declared here and overridden by the models that have them:
-    ``supports_text_pairs`` (text/text co-training, both sides through the text path) and
-    ``image_locked`` (a frozen image tower whose features can be cached).
+    Capabilities are declared here and overridden by the models that have them, such as
+    ``image_locked`` (a frozen image tower whose features can be cached). Every model
+    co-trains on text/text pairs (``forward``'s ``text_pairs``).
     """
 
-    supports_text_pairs = False
     supports_text_tokens = False  # text_tokens: per-token text features (VQA grid protocol)
 
     @property
@@ -281,10 +280,10 @@ class ContrastiveModel(PretrainedModel):
 
         ``image_features`` replaces ``images`` with a locked tower's cached features (LiT).
         ``text_pairs``: ``(text_a, text_b)`` inputs of the text path for text/text co-training
-        (CLIPPO section 3; models with ``supports_text_pairs``). Both sides go through the text
-        path; their rows follow the image/alt-text rows, so ``zimg = [images; text_a]`` and
-        ``ztxt = [alt-texts; text_b]``. Images and alt-texts may be ``None`` together: a batch
-        of text pairs only.
+        (CLIPPO section 3; for the token models, token ids on both sides, as the paper's 1T-CLIP).
+        Both sides go through the text path; their rows follow the image/alt-text rows, so
+        ``zimg = [images; text_a]`` and ``ztxt = [alt-texts; text_b]``. Images and alt-texts
+        may be ``None`` together: a batch of text pairs only.
         """
         zimg = None
         if image_features is not None:
@@ -293,11 +292,6 @@ class ContrastiveModel(PretrainedModel):
             zimg = self.embed_pixels(images)
         if text_pairs is None:
             return zimg, self.encode_text_input(text_input), self.logit_scale.exp()
-        if not self.supports_text_pairs:
-            raise ValueError(
-                f"text/text pairs need a model whose text path reads both sides (CLIPPO, LiT); "
-                f"got {type(self).__name__}"
-            )
         text_a, text_b = text_pairs
         texts = text_b if text_input is None else torch.cat([text_input, text_b])
         rows = texts.shape[0]

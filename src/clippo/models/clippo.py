@@ -75,7 +75,6 @@ class CLIPPO(ContrastiveModel):
     """
 
     config_class = CLIPPOConfig
-    supports_text_pairs = True
     supports_text_tokens = True
 
     def __init__(self, cfg: CLIPPOConfig):

@@ -269,9 +269,6 @@ class LiT(ContrastiveModel):
     """
 
     config_class = LiTConfig
-    # Text/text co-training: both sides of a pair through the text tower (pixels, tokens or
-    # MiniLM), their rows joining the image/alt-text rows of the batch (as in CLIPPO).
-    supports_text_pairs = True
 
     def __init__(self, cfg: LiTConfig, image_tower: nn.Module | None = None):
         super().__init__()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from clippo.factory import model_class, parse_model_name
+from clippo.factory import parse_model_name
 from clippo.losses import LOSSES
 from clippo.models.vqa_grid import QUESTION_SOURCES, MCANConfig
 from clippo.schema import ConfigError, apply_overrides, build, read_yaml
@@ -411,9 +411,4 @@ def _check_text_pairs(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "train.keep_image_pairs_constant: with data.text_pair_fraction 1.0 no image pairs "
             "are seen, so no step count keeps them constant; set train.total_steps instead"
-        )
-    if not cfg.model.init and not model_class(cfg.model.name).supports_text_pairs:
-        raise ConfigError(
-            "data.text_pair_fraction: text/text co-training needs a model whose text path "
-            f"reads both sides of a pair (CLIPPO, LiT), not {cfg.model.name!r}"
         )

@@ -146,11 +146,6 @@ def train_batches(
             f"data.batch_size {cfg.data.batch_size} is not divisible by {env.world_size} processes"
         )
     pairs = cfg.data.text_pairs_per_batch
-    if pairs and not model.supports_text_pairs:
-        raise ValueError(
-            "text/text co-training (data.text_pair_fraction) needs a model whose text path reads "
-            f"both sides of a pair (CLIPPO, LiT); got {type(model).__name__}"
-        )
     if pairs % env.world_size:
         raise ValueError(
             f"{pairs} text pairs per batch are not divisible by {env.world_size} processes"
