@@ -10,6 +10,8 @@ from clippo.data.build.textpairs import corpus_pairs
 from clippo.data.build.translations import (
     _B64,
     _dictd_number,
+    cldr_locales,
+    cldr_pairs,
     freedict_locales,
     freedict_pairs,
     iso_codes_pairs,
@@ -94,3 +96,46 @@ def test_corpus_pairs_reads_many_languages_through_the_translation_source():
     counts = info["pairs_per_language"]
     assert counts["fr"] == {"freedict": 20, "iso-codes": 20} and counts["ja"]["iso-codes"] == 20
     assert len(pairs) == sum(sum(c.values()) for c in counts.values())
+
+
+def _annotations(root, stem, names, *, keywords=()):
+    """A CLDR annotation file: ``names`` as ``{emoji: short name}`` (type="tts")."""
+    rows = [f'<annotation cp="{cp}">{kw}</annotation>' for cp, kw in keywords]
+    rows += [f'<annotation cp="{cp}" type="tts">{name}</annotation>' for cp, name in names.items()]
+    (root / f"{stem}.xml").write_text(
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<ldml><annotations>'
+        + "".join(rows)
+        + "</annotations></ldml>\n",
+        encoding="utf-8",
+    )
+
+
+def test_cldr_annotations_pair_english_and_translated_short_names(tmp_path):
+    english = {"🐸": "frog", "🍎": "red apple", "🇫🇷": "flag: France", "🐈": "cat"}
+    _annotations(tmp_path, "en", english, keywords=[("🐸", "face | frog")])
+    _annotations(tmp_path, "root", {})
+    _annotations(tmp_path, "de_CH", {"🐸": "Frosch"})  # a regional variant: left out
+    # Keywords (no type) are not names; a name equal to the English and "↑↑↑" are left out.
+    _annotations(tmp_path, "fa", {"🐸": "قورباغه", "🍎": "سیب قرمز", "🐈": "cat", "🇫🇷": "↑↑↑"},
+                 keywords=[("🐸", "قورباغه | صورت")])  # fmt: skip
+    _annotations(tmp_path, "pt", {"🐸": "sapo", "🍎": "maçã vermelha"})  # Brazilian
+    _annotations(tmp_path, "pt_PT", {"🍎": "maçã encarnada"})  # overrides pt's apple only
+    _annotations(tmp_path, "zh_Hant", {"🐸": "青蛙"})  # a script locale: no parent zh.xml
+    _annotations(tmp_path, "zh", {"🍎": "红苹果"})
+    assert cldr_locales(tmp_path) == {
+        "fa": "fa", "pt_BR": "pt", "pt": "pt_PT", "zh_CN": "zh", "zh_TW": "zh_Hant",
+    }  # fmt: skip
+    assert cldr_pairs("fa", tmp_path) == [("red apple", "سیب قرمز"), ("frog", "قورباغه")]
+    assert cldr_pairs("pt_BR", tmp_path) == [("red apple", "maçã vermelha"), ("frog", "sapo")]
+    assert cldr_pairs("pt", tmp_path) == [("red apple", "maçã encarnada"), ("frog", "sapo")]
+    assert cldr_pairs("zh_TW", tmp_path) == [("frog", "青蛙")]
+    with pytest.raises(FileNotFoundError, match="no CLDR emoji annotations for locale 'nso'"):
+        cldr_pairs("nso", tmp_path)
+
+
+@pytest.mark.skipif(not cldr_locales(), reason="needs unicode-cldr-core")
+def test_cldr_preset_reaches_scripts_the_dictionaries_miss():
+    pairs, info = translation_pairs(["cldr"], ["fa", "hy", "ta", "zh_CN", "nso"])
+    assert ("frog", "قورباغه") in pairs and ("frog", "գորտ") in pairs
+    assert ("frog", "青蛙") in pairs
+    assert set(info["pairs_per_language"]) == {"fa", "hy", "ta", "zh_CN"}  # nso: none in CLDR

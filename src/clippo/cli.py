@@ -987,8 +987,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus",
         nargs="+",
         required=True,
-        help="presets debian-reference, fortunes, freedict, iso-codes; or text files / folders "
-        "(nsp, dropout); "
+        help="presets debian-reference, debian-faq, fortunes, freedict, iso-codes, cldr; or "
+        "text files / folders (nsp, dropout); "
         "two aligned-line files or .tsv files (translation); 'a -> b' files (backtranslation)",
     )
     tp.add_argument("--out", required=True)
@@ -999,7 +999,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lang-b",
         default="fr",
         help="translation side b: a language (fr), several (fr,de,ja) or all; with the "
-        "freedict / iso-codes corpora, English-X pairs in each",
+        "freedict / iso-codes / cldr corpora, English-X pairs in each",
     )
     tp.add_argument(
         "--max-per-language",

@@ -34,7 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from clippo.data.build.translations import ExtraCorpus, translation_pairs
+from clippo.data.build.translations import (
+    TRANSLATION_PRESETS,
+    ExtraCorpus,
+    translation_pairs,
+)
 from clippo.data.shards import write_split_shards
 
 DEBIAN_REFERENCE_DIR = Path("/usr/share/debian-reference")
@@ -546,7 +550,7 @@ def corpus_pairs(
         info.update(documents=len(documents), sentences=len(sentences))
         pairs = list(word_dropout_pairs(sentences, rate=dropout_rate, seed=seed))
     elif source == "translation":
-        if any(c in ("freedict", "iso-codes") for c in corpus) or "," in lang_b or lang_b == "all":
+        if any(c in TRANSLATION_PRESETS for c in corpus) or "," in lang_b or lang_b == "all":
             # Many languages at once (clippo.data.build.translations).
             pairs, more = translation_pairs(
                 corpus,

@@ -9,6 +9,10 @@ Sources (all offline, ``../shared/DATA.md``):
   words and short phrases.
 - ``iso-codes``: the gettext catalogues of Debian's ``iso-codes`` (country, language and
   currency names, 100+ locales): short, alt-text-like strings.
+- ``cldr``: the emoji annotations of Unicode CLDR (``unicode-cldr-core``:
+  ``/usr/share/unicode/cldr/common/annotations/LOCALE.xml``): each emoji's short name
+  (``type="tts"``) in English and in ~100 locales, everyday nouns (animals, food, objects,
+  weather, people) in scripts the dictionaries miss (fa, hy, ta, kab, zh, ...).
 
 ``clippo.data.build.textpairs.corpus_pairs`` adds the manuals (``debian-reference`` and
 ``debian-faq``, aligned English-X by ``align_debian_manual``) and writes the shards.
@@ -30,8 +34,8 @@ import numpy as np
 
 DICTD_DIR = Path("/usr/share/dictd")
 LOCALE_DIR = Path("/usr/share/locale")
+CLDR_ANNOTATIONS_DIR = Path("/usr/share/unicode/cldr/common/annotations")
 ISO_CATALOGUES = ("iso_3166-1", "iso_639-2", "iso_4217")
-TRANSLATION_PRESETS = ("freedict", "iso-codes")
 
 # FreeDict's ISO 639-3 codes -> the locale codes of the evaluation sets.
 FREEDICT_LOCALES = {
@@ -41,6 +45,10 @@ FREEDICT_LOCALES = {
     "pol": "pl", "por": "pt", "rus": "ru", "spa": "es", "srp": "sr", "swe": "sv", "swh": "sw",
     "tur": "tr",
 }  # fmt: skip
+# CLDR annotation files whose name is not the evaluation sets' locale code. CLDR's ``pt`` is
+# Brazilian Portuguese and ``pt_PT`` holds only its differences from ``pt``; ``no`` is Bokmal.
+CLDR_LOCALES = {"zh": "zh_CN", "zh_Hant": "zh_TW", "pt": "pt_BR", "pt_PT": "pt", "no": "nb",
+                "sr_Latn": "sr@latin"}  # fmt: skip
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)")
 _SKIP = ("see:", "synonyms:", "note:", "antonyms:", "see also:", '"')
@@ -152,6 +160,73 @@ def iso_codes_pairs(locale: str, root: str | Path = LOCALE_DIR) -> list[tuple[st
     return pairs
 
 
+def cldr_locales(root: str | Path = CLDR_ANNOTATIONS_DIR) -> dict[str, str]:
+    """``{locale: CLDR file stem}`` of the annotation files with a language of their own
+    (``fa``, ``zh_Hant``, ``sr_Latn``, ``pt_PT`` as in ``CLDR_LOCALES``; regional variants
+    such as ``de_CH`` and English are left out)."""
+    out = {}
+    for path in sorted(Path(root).glob("*.xml")):
+        stem = path.stem
+        if stem in CLDR_LOCALES:
+            out[CLDR_LOCALES[stem]] = stem
+        elif "_" not in stem and stem not in ("en", "root"):
+            out[stem] = stem
+    return out
+
+
+def _cldr_names(path: Path) -> dict[str, str]:
+    """``{emoji: short name}`` of one annotation file; ``↑↑↑`` (inherit) left out."""
+    import xml.etree.ElementTree as ET
+
+    names = {}
+    for node in ET.parse(path).getroot().iter("annotation"):
+        text = (node.text or "").strip()
+        if node.get("type") == "tts" and text and text != "↑↑↑":
+            names[node.get("cp")] = text
+    return names
+
+
+def cldr_pairs(locale: str, root: str | Path = CLDR_ANNOTATIONS_DIR) -> list[tuple[str, str]]:
+    """(English short name, ``locale``'s short name) of every emoji both name, in code-point
+    order; names equal to the English are left out. A child locale (``pt_PT``) inherits the
+    names it does not override from its parent (``pt``), as CLDR resolves them."""
+    root = Path(root)
+    stem = cldr_locales(root).get(locale)
+    if stem is None:
+        raise FileNotFoundError(
+            f"no CLDR emoji annotations for locale {locale!r} under {root} "
+            "(apt-get install unicode-cldr-core)"
+        )
+    names: dict[str, str] = {}
+    parts = stem.split("_")
+    for i in range(1, len(parts) + 1):
+        # Script locales (zh_Hant, sr_Latn) are roots of their own in CLDR, not children.
+        if i > 1 and len(parts[i - 1]) == 4 and parts[i - 1].istitle():
+            names = {}
+        if (root / f"{'_'.join(parts[:i])}.xml").is_file():
+            names |= _cldr_names(root / f"{'_'.join(parts[:i])}.xml")
+    english = _cldr_names(root / "en.xml")
+    return [
+        (english[cp], name)
+        for cp, name in sorted(names.items())
+        if cp in english and name.lower() != english[cp].lower()
+    ]
+
+
+def _optional(pairs: Callable[[str], list[tuple[str, str]]], locales: Callable[[], Iterable[str]]):
+    """``pairs`` as an ``ExtraCorpus.pairs``: None for a locale the source does not have."""
+    return lambda locale: pairs(locale) if locale in set(locales()) else None
+
+
+# The built-in sources: each the same interface as a caller's ``extra`` corpora.
+TRANSLATION_SOURCES = {
+    "freedict": ExtraCorpus(freedict_locales, _optional(freedict_pairs, freedict_locales)),
+    "iso-codes": ExtraCorpus(iso_codes_locales, _optional(iso_codes_pairs, iso_codes_locales)),
+    "cldr": ExtraCorpus(cldr_locales, _optional(cldr_pairs, cldr_locales)),
+}
+TRANSLATION_PRESETS = tuple(TRANSLATION_SOURCES)
+
+
 def translation_pairs(
     corpora: Sequence[str],
     locales: Sequence[str],
@@ -164,45 +239,26 @@ def translation_pairs(
     each of ``locales`` (``["all"]``: every locale one of the corpora has); at most
     ``max_per_language`` per language and corpus (a seeded sample). Returns the pairs and
     per-language counts."""
-    extra = extra or {}
-    valid = [*TRANSLATION_PRESETS, *extra]
-    bad = [c for c in corpora if c not in valid]
+    sources = TRANSLATION_SOURCES | (extra or {})
+    bad = [c for c in corpora if c not in sources]
     if bad:
-        raise ValueError(f"unknown translation corpora {bad}; valid: {valid}")
+        raise ValueError(f"unknown translation corpora {bad}; valid: {list(sources)}")
     if list(locales) == ["all"]:
-        available: set[str] = set()
-        if "freedict" in corpora:
-            available |= set(freedict_locales())
-        if "iso-codes" in corpora:
-            available |= set(iso_codes_locales())
-        for corpus in corpora:
-            if corpus in extra:
-                available |= set(extra[corpus].locales())
+        available = {loc for corpus in corpora for loc in sources[corpus].locales()}
         locales = sorted(available - {"en"})
-    iso_locales = set(iso_codes_locales()) if "iso-codes" in corpora else set()
     rng = np.random.default_rng(seed)
     pairs: list[tuple[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
     for corpus in corpora:
         for locale in locales:
-            if corpus in extra:
-                found = extra[corpus].pairs(locale)
-                if found is None:
-                    continue
-            elif corpus == "freedict":
-                if locale not in freedict_locales():
-                    continue
-                found = freedict_pairs(locale)
-            else:
-                if locale not in iso_locales:
-                    continue
-                found = iso_codes_pairs(locale)
+            found = sources[corpus].pairs(locale)
+            if not found:
+                continue
             if max_per_language is not None and len(found) > max_per_language:
                 keep = np.sort(rng.choice(len(found), max_per_language, replace=False))
                 found = [found[i] for i in keep]
-            if found:
-                counts.setdefault(locale, {})[corpus] = len(found)
-                pairs.extend(found)
+            counts.setdefault(locale, {})[corpus] = len(found)
+            pairs.extend(found)
     if not pairs:
         raise ValueError(f"no translation pairs from {list(corpora)} for locales {list(locales)}")
     return pairs, {"languages": len(counts), "pairs_per_language": counts}
