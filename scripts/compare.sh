@@ -16,6 +16,8 @@
 #   python scripts/results_table.py runs/demo runs/clippo_untied_demo ...
 #   bash scripts/compare.sh zoo        # every model family of tables 1-3 at STEPS (500) steps,
 #                                      # each then attacked and analysed (issues 16, 17)
+#   bash scripts/compare.sh multilingual   # docs/multilingual.md's co-trained runs (issue 15):
+#                                      # builds the 71-language pairs and the 16k tokenizer first
 set -euo pipefail
 data=${DATA:-data/openclipart}
 shards=(--set "data.train=$data/train-*.tar" --set "eval.sets.val.data=$data/val-*.tar")
@@ -69,6 +71,16 @@ analyze() {
   echo "$(date +%T) runs/$name analysed into $out"
 }
 
+# NAME LABEL: runs/NAME/model on tuxpaint per language (image<->text and bitext), into
+# data/results/multilingual_NAME; skipped when done.
+tuxpaint() {
+  local out=data/results/multilingual_$1
+  [[ -f $out/metrics.json ]] && return
+  clippo eval multilingual --model "runs/$1/model" --data data/tuxpaint --out "$out" \
+    --label "$2" >"runs/$1.tuxpaint.log" 2>&1
+  echo "$(date +%T) runs/$1 on tuxpaint: $out"
+}
+
 mkdir -p runs
 case ${1:-} in
   models)
@@ -120,5 +132,34 @@ case ${1:-} in
     run lit_Uu_demo lit_unlocked_demo && analyze lit_Uu_demo
     run lit_uu_demo lit_scratch_demo && analyze lit_uu_demo
     ;;
-  *) echo "usage: bash scripts/compare.sh models|lit|language|zoo" >&2; exit 2 ;;
+  multilingual)
+    # English-X pairs from FreeDict, iso-codes and CLDR's emoji names in the non-English tuxpaint
+    # languages any of them covers (71; only the list of codes is taken from tuxpaint), and a
+    # 16k-piece SentencePiece model trained on the same text (both sides, and the alt-texts).
+    langs=ach,af,ak,am,an,ar,ast,be,bg,ca,ca@valencia,cs,cy,da,de,el,eo,es,eu,fa,ff,fi,fr,ga,gd
+    langs+=,gl,gu,he,hi,hr,hu,hy,id,is,it,iu,ja,ka,kab,km,ko,ku,lt,lv,mk,ml,ms,nb,nl,nn,nso,oc,pl
+    langs+=,pt,pt_BR,ro,ru,shs,sk,sl,son,sq,sr,sr@latin,sv,sw,ta,th,tr,uk,vec,vi,zh_CN,zh_TW,zu
+    pairs=data/textpairs/multi_cldr spm=data/textpairs/multi_cldr_spm16000.model
+    [[ -f $pairs/stats.json ]] || clippo data textpairs --source translation \
+      --corpus freedict iso-codes cldr --max-per-language 5000 --val-size 1000 --out "$pairs" \
+      --lang-b "$langs"
+    [[ -f $spm ]] || clippo tokenizer train --shards "$data/train-*.tar" \
+      --pairs "$pairs/train-*.tar" --vocab-size 16000 --character-coverage 1.0 --out "$spm"
+    tuxpaint demo "English demo CLIPPO"
+    # The English demo CLIPPO trained further, 3/4 of each batch translation pairs.
+    run multilingual_cotrain multilingual_cotrain && tuxpaint multilingual_cotrain \
+      "CLIPPO + translation pairs"
+    # The token baselines with the English tokenizer (compare.sh zoo's).
+    tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
+    tuxpaint zoo_clip "CLIP* (English 2k)"
+    # From scratch, equal recipes: half of each batch the same pairs, 500 steps; 1T-CLIP with
+    # the multilingual tokenizer (token ids on both sides of a pair) against CLIPPO.
+    scratch=("${shards[@]}" --set "data.text_pairs=$pairs/train-*.tar" \
+      --set data.text_pair_fraction=0.5 --set train.keep_image_pairs_constant=false \
+      --set train.total_steps=500 --set data.in_memory=true)
+    run ml_1tclip onetower_clip_demo "${scratch[@]}" --set "model.options.tokenizer=$spm" \
+      && tuxpaint ml_1tclip "1T-CLIP (multilingual 16k) + pairs"
+    run ml_clippo demo "${scratch[@]}" && tuxpaint ml_clippo "CLIPPO + pairs (scratch)"
+    ;;
+  *) echo "usage: bash scripts/compare.sh models|lit|language|zoo|multilingual" >&2; exit 2 ;;
 esac
