@@ -2,11 +2,14 @@
 
     python scripts/results_table.py runs/demo runs/clippo_untied_demo runs/onetower_clip_demo ...
     python scripts/results_table.py --glue runs/lang_*     # + the language tasks' dev scores
+    python scripts/results_table.py --analysis runs/zoo_*  # gap, distances, patch components
+    python scripts/results_table.py --typographic runs/zoo_*   # the typographic attack
 
 Reads each workdir's config.yaml, metrics.json (the final evaluation), model/ (parameters;
 "trained" excludes locked LiT towers), seconds (wall-clock training time, written by
 scripts/compare.sh) and, with --glue, glue*/TASK_metrics.json (`clippo finetune glue`,
-one directory per fine-tuning seed).
+one directory per fine-tuning seed). --analysis and --typographic read runs/analysis/NAME/
+(gap.json, patches.json, typographic.json: `bash scripts/compare.sh zoo`'s analyze step).
 """
 
 from __future__ import annotations
@@ -82,11 +85,74 @@ def row(workdir: Path, glue: bool = False) -> str:
     )
 
 
+def analysis_row(workdir: Path) -> str:
+    """Modality gap, matching / mismatched pair distances, and the patch components'
+    horizontal / high-frequency shares per patch embedding (image; text when untied)."""
+    out = workdir.parent / "analysis" / workdir.name
+    gap = json.loads((out / "gap.json").read_text())
+    towers = json.loads((out / "patches.json").read_text())["towers"]
+    shares = ", ".join(
+        f"{name} {t['horizontal_frequency_share']:.3f} / {t['high_frequency_share']:.3f}"
+        for name, t in towers.items()
+    )
+    name = load_config(yaml.safe_load((workdir / "config.yaml").read_text())).model.name
+    return (
+        f"| {workdir.name} | `{name}` | {gap['modality_gap']:.3f} | "
+        f"{gap['pair_distance']['mean']:.3f} | {gap['mismatched_pair_distance']['mean']:.3f} | "
+        f"{shares or 'none (no patch embedding)'} |"
+    )
+
+
+def typographic_rows(workdir: Path) -> list[str]:
+    """Per benchmark and font: clean top-1, attacked top-1, attack rate, and the written
+    class's rate on clean images (x100)."""
+    results = json.loads(
+        (workdir.parent / "analysis" / workdir.name / "typographic.json").read_text()
+    )
+    rows = []
+    for bench, m in results.items():
+        fonts = [k.removeprefix("typographic_").removesuffix("_attack_rate") for k in m
+                 if k.endswith("_attack_rate")]  # fmt: skip
+        for font in fonts:
+            keys = ["clean_top1", f"{font}_top1", f"{font}_attack_rate", "clean_written_rate"]
+            cells = [m[f"typographic_{k}"] for k in keys]
+            rows.append(
+                f"| {workdir.name} | {bench} | {font} | "
+                + " | ".join(f"{100 * x:.2f}" for x in cells)
+                + " |"
+            )
+    return rows
+
+
+TABLES = {
+    "analysis": (
+        ["run", "model", "gap", "pair dist. mean", "mismatched mean",
+         "patches: horizontal / high share"],
+        lambda w: [analysis_row(w)],
+    ),
+    "typographic": (
+        ["run", "set", "font", "clean top-1", "attacked top-1", "attack rate",
+         "written class on clean images"],
+        typographic_rows,
+    ),
+}  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+", type=Path)
     parser.add_argument("--glue", action="store_true", help="add the language tasks' columns")
+    parser.add_argument("--analysis", action="store_true", help="the representation analyses")
+    parser.add_argument("--typographic", action="store_true", help="the typographic attack")
     args = parser.parse_args(argv)
+    for table in ("analysis", "typographic"):
+        if getattr(args, table):
+            head, rows = TABLES[table]
+            print("| " + " | ".join(head) + " |")
+            print("|" + "---|" * len(head))
+            for w in args.workdirs:
+                print("\n".join(rows(w)))
+            return
     head = ["run", "model", *(c for _, c in COLUMNS), *(GLUE_TASKS if args.glue else [])]
     head += ["params", "steps x batch", "train min"]
     print("| " + " | ".join(head) + " |")
