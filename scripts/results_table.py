@@ -73,7 +73,8 @@ def row(workdir: Path, glue: bool = False) -> str:
     m = final_metrics(workdir)
     seconds = workdir / "seconds"
     minutes = f"{int(seconds.read_text()) / 60:.1f}" if seconds.is_file() else "?"
-    cells = [f"{100 * m[k]:.2f}" for k, _ in COLUMNS] + (glue_cells(workdir) if glue else [])
+    cells = [f"{100 * m[k]:.2f}" if k in m else "-" for k, _ in COLUMNS]  # '-': not evaluated
+    cells += glue_cells(workdir) if glue else []
     size = f"{total / 1e6:.2f}M" + (f" ({trained / 1e6:.2f}M trained)" if trained != total else "")
     return (
         f"| {workdir.name} | `{cfg.model.name}` | "
