@@ -149,9 +149,10 @@ case ${1:-} in
     # The English demo CLIPPO trained further, 3/4 of each batch translation pairs.
     run multilingual_cotrain multilingual_cotrain && tuxpaint multilingual_cotrain \
       "CLIPPO + translation pairs"
-    # The token baselines with the English tokenizer (compare.sh zoo's).
+    # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"
+    tuxpaint zoo_clippo "CLIPPO (500 steps)"
     # From scratch, equal recipes: half of each batch the same pairs, 500 steps; 1T-CLIP with
     # the multilingual tokenizer (token ids on both sides of a pair) against CLIPPO.
     scratch=("${shards[@]}" --set "data.text_pairs=$pairs/train-*.tar" \
