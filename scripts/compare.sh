@@ -117,8 +117,7 @@ case ${1:-} in
     # run may take here): 500 steps x 256 at 64 px for the table-1 models and the co-trained
     # runs (same steps, the text pairs replace image pairs: keep_image_pairs_constant off),
     # the LiT configs at their own 120 steps. Images decoded once (data.in_memory).
-    z=("${shards[@]}" --set "train.total_steps=${STEPS:-500}")
-    m=("${z[@]}" --set data.in_memory=true)
+    m=("${shards[@]}" --set "train.total_steps=${STEPS:-500}" --set data.in_memory=true)
     run zoo_clip clip_demo "${m[@]}" && analyze zoo_clip
     run zoo_1tclip onetower_clip_demo "${m[@]}" && analyze zoo_1tclip
     run zoo_clippo demo "${m[@]}" && analyze zoo_clippo

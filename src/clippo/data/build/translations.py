@@ -23,6 +23,7 @@ Languages are named by the locale codes the evaluation uses (tuxpaint's, XM3600'
 
 from __future__ import annotations
 
+import functools
 import gettext
 import gzip
 import re
@@ -55,8 +56,9 @@ _SKIP = ("see:", "synonyms:", "note:", "antonyms:", "see also:", '"')
 
 
 class ExtraCorpus(NamedTuple):
-    """A translation corpus besides the presets: the locales it has, and its English-X pairs
-    in one locale (None where it has none)."""
+    """A translation corpus (a preset of ``TRANSLATION_SOURCES`` or a caller's): the locales
+    it has, and its English-X pairs in one of them (``translation_pairs`` asks only for listed
+    locales; None or [] where it has none)."""
 
     locales: Callable[[], Iterable[str]]
     pairs: Callable[[str], list[tuple[str, str]] | None]
@@ -174,6 +176,7 @@ def cldr_locales(root: str | Path = CLDR_ANNOTATIONS_DIR) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=8)  # en.xml is read once for every locale's pairs
 def _cldr_names(path: Path) -> dict[str, str]:
     """``{emoji: short name}`` of one annotation file; ``↑↑↑`` (inherit) left out."""
     import xml.etree.ElementTree as ET
@@ -213,16 +216,11 @@ def cldr_pairs(locale: str, root: str | Path = CLDR_ANNOTATIONS_DIR) -> list[tup
     ]
 
 
-def _optional(pairs: Callable[[str], list[tuple[str, str]]], locales: Callable[[], Iterable[str]]):
-    """``pairs`` as an ``ExtraCorpus.pairs``: None for a locale the source does not have."""
-    return lambda locale: pairs(locale) if locale in set(locales()) else None
-
-
 # The built-in sources: each the same interface as a caller's ``extra`` corpora.
 TRANSLATION_SOURCES = {
-    "freedict": ExtraCorpus(freedict_locales, _optional(freedict_pairs, freedict_locales)),
-    "iso-codes": ExtraCorpus(iso_codes_locales, _optional(iso_codes_pairs, iso_codes_locales)),
-    "cldr": ExtraCorpus(cldr_locales, _optional(cldr_pairs, cldr_locales)),
+    "freedict": ExtraCorpus(freedict_locales, freedict_pairs),
+    "iso-codes": ExtraCorpus(iso_codes_locales, iso_codes_pairs),
+    "cldr": ExtraCorpus(cldr_locales, cldr_pairs),
 }
 TRANSLATION_PRESETS = tuple(TRANSLATION_SOURCES)
 
@@ -250,8 +248,9 @@ def translation_pairs(
     pairs: list[tuple[str, str]] = []
     counts: dict[str, dict[str, int]] = {}
     for corpus in corpora:
+        have = set(sources[corpus].locales())  # listed once per corpus, not per locale
         for locale in locales:
-            found = sources[corpus].pairs(locale)
+            found = sources[corpus].pairs(locale) if locale in have else None
             if not found:
                 continue
             if max_per_language is not None and len(found) > max_per_language:
