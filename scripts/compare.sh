@@ -31,7 +31,10 @@ run() {  # NAME CONFIG [ARGS...]
   echo "$(date +%T) training runs/$name ($config $*)"
   local start
   start=$(date +%s)
-  clippo train "$config" --workdir "runs/$name" "${resume[@]}" "$@" >"runs/$name.log" 2>&1
+  if ! clippo train "$config" --workdir "runs/$name" "${resume[@]}" "$@" >"runs/$name.log" 2>&1; then
+    echo "$(date +%T) runs/$name FAILED, see runs/$name.log:" && tail -3 "runs/$name.log"
+    return 1
+  fi
   echo $(($(date +%s) - start)) >"runs/$name/seconds"
   echo "$(date +%T) runs/$name: $(cat "runs/$name/seconds") s"
 }
@@ -66,7 +69,9 @@ analyze() {
   if [[ ! -f $out/gap.json ]]; then
     clippo analyze gap --model "runs/$name/model" --data "$data/val-*.tar" --out "$out" \
       >"$out/gap.log" 2>&1
-    clippo analyze patches --model "runs/$name/model" --out "$out" >>"$out/gap.log" 2>&1
+    # A model without a ViT patch embedding (LiT with a token text tower) has none to show.
+    clippo analyze patches --model "runs/$name/model" --out "$out" >>"$out/gap.log" 2>&1 ||
+      echo "runs/$name: no patch embeddings analysed ($(tail -1 "$out/gap.log"))"
   fi
   echo "$(date +%T) runs/$name analysed into $out"
 }

@@ -91,7 +91,8 @@ def analysis_row(workdir: Path) -> str:
     horizontal / high-frequency shares per patch embedding (image; text when untied)."""
     out = workdir.parent / "analysis" / workdir.name
     gap = json.loads((out / "gap.json").read_text())
-    towers = json.loads((out / "patches.json").read_text())["towers"]
+    patches = out / "patches.json"  # absent for a model without a ViT patch embedding
+    towers = json.loads(patches.read_text())["towers"] if patches.exists() else {}
     shares = ", ".join(
         f"{name} {t['horizontal_frequency_share']:.3f} / {t['high_frequency_share']:.3f}"
         for name, t in towers.items()
