@@ -105,25 +105,46 @@ def analysis_row(workdir: Path) -> str:
     )
 
 
-def typographic_rows(workdir: Path) -> list[str]:
-    """Per benchmark and font: clean top-1, attacked top-1, attack rate, and the written
-    class's rate on clean images (x100)."""
+def typographic_cells(workdir: Path) -> list[tuple[str, str, list[float]]]:
+    """(benchmark, font, [clean top-1, attacked top-1, attack rate, written class's rate on
+    clean images]) of a run's typographic.json, as fractions."""
     results = json.loads(
         (workdir.parent / "analysis" / workdir.name / "typographic.json").read_text()
     )
-    rows = []
+    out = []
     for bench, m in results.items():
         fonts = [k.removeprefix("typographic_").removesuffix("_attack_rate") for k in m
                  if k.endswith("_attack_rate")]  # fmt: skip
         for font in fonts:
             keys = ["clean_top1", f"{font}_top1", f"{font}_attack_rate", "clean_written_rate"]
-            cells = [m[f"typographic_{k}"] for k in keys]
-            rows.append(
-                f"| {workdir.name} | {bench} | {font} | "
-                + " | ".join(f"{100 * x:.2f}" for x in cells)
-                + " |"
-            )
-    return rows
+            out.append((bench, font, [m[f"typographic_{k}"] for k in keys]))
+    return out
+
+
+def typographic_rows(workdir: Path) -> list[str]:
+    """Per benchmark and font: clean top-1, attacked top-1, attack rate, and the written
+    class's rate on clean images (x100)."""
+    return [
+        f"| {workdir.name} | {bench} | {font} | "
+        + " | ".join(f"{100 * x:.2f}" for x in cells)
+        + " |"
+        for bench, font, cells in typographic_cells(workdir)
+    ]
+
+
+def typographic_summary(workdirs: list[Path]) -> str:
+    """The attack against its baseline over every cell: how far the attack rate is from the
+    written class's clean rate, and how often attacked top-1 is above / below clean top-1."""
+    cells = [c for w in workdirs for _, _, c in typographic_cells(w)]
+    rate = [100 * (c[2] - c[3]) for c in cells]
+    top1 = [100 * (c[1] - c[0]) for c in cells]
+    above, below = sum(r > 1e-6 for r in rate), sum(r < -1e-6 for r in rate)
+    return (
+        f"{len(cells)} cells: attack rate minus the written class's clean rate "
+        f"{min(rate):+.2f} to {max(rate):+.2f} points (above in {above}, below in {below}); "
+        f"attacked top-1 above clean in {sum(t > 1e-6 for t in top1)}, "
+        f"below in {sum(t < -1e-6 for t in top1)} (moves {min(top1):+.2f} to {max(top1):+.2f})"
+    )
 
 
 TABLES = {
@@ -154,6 +175,8 @@ def main(argv: list[str]) -> None:
             print("|" + "---|" * len(head))
             for w in args.workdirs:
                 print("\n".join(rows(w)))
+            if table == "typographic":
+                print("\n" + typographic_summary(args.workdirs))
             return
     head = ["run", "model", *(c for _, c in COLUMNS), *(GLUE_TASKS if args.glue else [])]
     head += ["params", "steps x batch", "train min"]
