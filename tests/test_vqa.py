@@ -22,6 +22,7 @@ from clippo.data.build.vqa import (
 from clippo.data.shards import expand_urls, iter_tar_samples
 from clippo.data.transforms import load_image
 from clippo.data.vqa import VQAShardDataset, fused_input, read_vocabulary, split_pattern
+from clippo.eval.vqa import baselines, question_prior
 from clippo.extras import MissingExtraError
 from clippo.factory import create_model
 from clippo.jobs.vqa import evaluate_vqa, finetune_vqa
@@ -269,6 +270,8 @@ def test_fused_protocol_picks_the_lr_on_holdout_and_scores_test_once(
         "other",
         "number",
     }
+    base = report["baselines"]  # the blind prior, and how often the model answers as it does
+    assert base["question_prior"] == 1.0 and 0.0 <= base["same_as_prior"] <= 1.0
     results = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert sorted(r["question_id"] for r in results) == [70, 71, 80]
     assert all(set(r) == {"question_id", "answer"} for r in results)
@@ -312,11 +315,34 @@ def test_zero_shot_reports_chance_and_majority(vqav2_shards, tmp_path, one_threa
     # Every test question has exactly one of the 7 answers right: chance is 1/7.
     assert base["chance"] == pytest.approx(1 / 7)
     assert base["majority_answer"] == "no" and base["majority"] == 0.0
+    assert base["question_prior"] == 1.0  # the training answers of the same questions
     assert set(base["per_answer_type"]) == {"yes/no", "other", "number"}
     assert report["num_questions"] == 3
     assert len(json.loads((tmp_path / "zs" / "predictions.json").read_text())) == 3
     with pytest.raises(ValueError, match="not a fine-tuned VQA model"):
         evaluate_vqa(model_dir, out, tmp_path / "x")
+
+
+def test_question_prior_answers_each_question_text_from_training(vqav2_shards):
+    out, _ = vqav2_shards
+    prior = question_prior(split_pattern(out, "train"))
+    # "Is it red?": yes 1.0 + 0.9 against no 0.3 + 1.0; three colours tie at 1.0: the first seen.
+    assert prior == {"Is it red?": "yes", "What color is it?": "red", "How many squares?": "1"}
+    records = _records(split_pattern(out, "test"))
+    records.append(  # a question never asked in training gets the majority answer
+        {"question_id": 99, "question": "Why?", "answers": ["no"] * 10, "answer_type": "other"}
+    )
+    predictions = {70: "no", 71: "red", 80: "2", 99: "no"}
+    base = baselines(records, "no", prior=prior, predictions=predictions)
+    assert base["majority"] == 0.25 and base["question_prior"] == 1.0
+    assert base["same_as_prior"] == 0.5  # 71 and 99 answer as the prior does
+    assert base["per_answer_type"]["yes/no"] == {
+        "majority": 0.0,
+        "question_prior": 1.0,
+        "same_as_prior": 0.0,
+    }
+    assert "chance" not in base  # only with every candidate's scores
+    assert baselines([], "no") == {"majority_answer": "no", "per_answer_type": {}}
 
 
 def test_cli_builds_vqa_shards_and_explains_bad_input(tmp_path, capsys):
@@ -353,3 +379,16 @@ def test_cli_finetunes_and_evaluates_vqa(vqav2_shards, tmp_path, capsys, one_thr
     report = json.loads((tmp_path / "ft" / "lr_0.1" / "vqa_test" / "metrics.json").read_text())
     ft = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert report["overall"] == ft["overall"] and report["num_questions"] == 3
+    # A results file is scored without the model, to the same figures and baselines.
+    results = tmp_path / "ft" / "predictions.json"
+    args = ["eval", "vqa", "--predictions", str(results), "--data", str(out)]
+    assert main([*args, "--out", str(tmp_path / "scored")]) == 0
+    scored = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    assert scored["overall"] == ft["overall"] and scored["baselines"] == ft["baselines"]
+    assert "question prior (blind)" in capsys.readouterr().out
+    one_short = json.loads(results.read_text())[1:]  # a question left unanswered
+    results.write_text(json.dumps(one_short))
+    assert main([*args, "--out", str(tmp_path / "short")]) == 2
+    assert "no prediction for 1 of 3 annotated question(s)" in capsys.readouterr().err
+    assert main(["eval", "vqa", "--data", str(out)]) == 2
+    assert "give --model or --predictions" in capsys.readouterr().err

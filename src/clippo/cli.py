@@ -361,13 +361,18 @@ def _print_vqa_scores(report: dict, title: str) -> None:
     rows = {"overall": 100 * report["overall"]}
     rows |= {f"  {k}": 100 * v for k, v in sorted(report["per_answer_type"].items())}
     base = report.get("baselines")
-    if base:
-        rows["chance"] = 100 * base["chance"]
-        rows[f"majority ({base['majority_answer']!r})"] = 100 * base["majority"]
+    if base:  # what answers without the image, beside the model
+        names = {
+            "chance": "chance",
+            "majority": f"majority ({base['majority_answer']!r})",
+            "question_prior": "question prior (blind)",
+            "same_as_prior": "answers = the prior's",
+        }
+        shown = [k for k in names if k in base]
+        rows |= {names[k]: 100 * base[k] for k in shown}
         for kind, b in sorted(base["per_answer_type"].items()):
-            rows[f"  {kind} chance / majority"] = (
-                f"{100 * b['chance']:.2f} / {100 * b['majority']:.2f}"
-            )
+            label = f"  {kind} " + " / ".join(k.replace("_", " ") for k in shown)
+            rows[label] = " / ".join(f"{100 * b[k]:.2f}" for k in shown)
     rows["questions"] = report["num_questions"]
     _print_table(rows, title)
 
@@ -375,7 +380,11 @@ def _print_vqa_scores(report: dict, title: str) -> None:
 def cmd_eval_vqa(args: argparse.Namespace) -> int:
     from clippo.jobs.vqa import evaluate_vqa
 
-    out = Path(args.out) if args.out else Path(args.model).parent / f"vqa_{args.split}"
+    if (args.model is None) == (args.predictions is None):
+        print("clippo eval vqa: give --model or --predictions (one of them)", file=sys.stderr)
+        return 2
+    source = Path(args.model or args.predictions)
+    out = Path(args.out) if args.out else source.parent / f"vqa_{args.split}"
     if args.zero_shot and not args.out:
         out = out.with_name(out.name + "_zeroshot")
     report = evaluate_vqa(
@@ -386,8 +395,9 @@ def cmd_eval_vqa(args: argparse.Namespace) -> int:
         zero_shot=args.zero_shot,
         batch_size=args.batch_size,
         max_questions=args.max_questions,
+        predictions_file=args.predictions,
     )
-    kind = "zero-shot" if args.zero_shot else "fine-tuned"
+    kind = "zero-shot" if args.zero_shot else "fine-tuned" if args.model else "predictions"
     _print_vqa_scores(report, f"VQA accuracy (x100), {kind}, {args.split} split")
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.json'}")
     return 0
@@ -933,7 +943,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = esub.add_parser(
         "vqa", help="VQA accuracy of a fine-tuned VQA model, or of any model with --zero-shot"
     )
-    ev.add_argument("--model", required=True, help="a from_pretrained directory")
+    ev.add_argument("--model", default=None, help="a from_pretrained directory")
+    ev.add_argument(
+        "--predictions",
+        default=None,
+        help="instead of --model: score this results file ([{question_id, answer}])",
+    )
     ev.add_argument("--data", required=True, help="a folder of `clippo data vqa`")
     ev.add_argument("--split", default="test", choices=("test", "holdout"))
     ev.add_argument(

@@ -7,7 +7,8 @@ part (normalisation, leave-one-out accuracy) lives in ``clippo.data.vqa_answers`
 data builders also use it for soft targets; this module aggregates it, reads and writes the
 official results format, and scores models on VQA shards: a fine-tuned classifier
 (``predict_vqa``, ``VQAHoldoutEvaluation``) or any contrastive model by prompting
-(``zero_shot_vqa``, with ``baselines``: chance and the majority answer).
+(``zero_shot_vqa``); ``baselines`` puts what answers without the image beside a model's
+answers: chance, the majority answer, the question prior (``question_prior``).
 
 For one question with human answers h_1..h_n (10 in VQAv2) and a prediction p:
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from typing import Any
 import torch
 
 from clippo.atomic import atomic_write_text
+from clippo.data.shards import expand_urls, iter_tar_samples
 from clippo.data.vqa import AnswerVocabulary, VQAShardDataset, vqa_inputs
 from clippo.data.vqa_answers import (
     answer_accuracy,
@@ -266,9 +269,12 @@ def predict_vqa(
     return predictions, records
 
 
+# What scoring needs of each question (``_record``, ``split_records``).
+RECORD_KEYS = ("question_id", "question", "answers", "answer_type", "question_type")
+
+
 def _record(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
-    keys = ("question_id", "question", "answers", "answer_type", "question_type")
-    return {k: batch[k][i] for k in keys}
+    return {k: batch[k][i] for k in RECORD_KEYS}
 
 
 def score_predictions(
@@ -377,25 +383,71 @@ def zero_shot_vqa(
     return predictions, records, candidate_scores
 
 
+def _shard_questions(urls: str):
+    """The question metadata (the ``.json`` member) of every readable sample of VQA shards, in
+    shard order, without decoding images; what the readers would skip for its JSON is skipped."""
+    for url in expand_urls(urls):
+        for sample in iter_tar_samples(url):
+            try:
+                meta = json.loads(sample["json"])
+            except (KeyError, ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(meta, dict) and isinstance(meta.get("question"), str):
+                yield meta
+
+
+def split_records(urls: str) -> list[dict[str, Any]]:
+    """The questions of VQA shards as scoring records (question id and text, the human answers,
+    answer and question type), in shard order, for scoring a results file."""
+    keys = ("question_id", "question", "answers", "answer_type", "question_type")
+    return [
+        {k: meta.get(k, [] if k == "answers" else "") for k in keys}
+        for meta in _shard_questions(urls)
+    ]
+
+
+def question_prior(urls: str) -> dict[str, str]:
+    """A blind model, from the training shards: for each question text, the answer with the
+    largest soft target summed over the questions that ask it (ties: the answer seen first).
+    It answers from the question alone, as a model that ignores the image at best can."""
+    totals: dict[str, Counter] = {}
+    for meta in _shard_questions(urls):
+        totals.setdefault(meta["question"], Counter()).update(meta.get("targets") or {})
+    return {q: c.most_common(1)[0][0] for q, c in totals.items() if c}
+
+
 def baselines(
     records: Sequence[Mapping[str, Any]],
-    candidate_scores: Mapping[int, Sequence[float]],
     majority_answer: str,
+    *,
+    prior: Mapping[str, str] | None = None,
+    candidate_scores: Mapping[int, Sequence[float]] | None = None,
+    predictions: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Chance (a uniformly random candidate: its expected accuracy) and always answering the
-    training set's majority answer, overall and per answer type."""
-    by_type: dict[str, list[tuple[float, float]]] = {}
+    """What answers without the image, beside a model's answers, overall and per answer type:
+    ``majority`` (always the training set's majority answer); with ``prior``
+    (``question_prior``) ``question_prior`` (its answer for the question text, the majority
+    answer for a text never seen in training); with ``candidate_scores`` ``chance`` (a
+    uniformly random candidate's expected accuracy); with ``prior`` and ``predictions``
+    ``same_as_prior``, the share of the model's answers equal to the prior's (1.0: the model
+    answers these questions from the question alone)."""
+    by_type: dict[str, list[dict[str, float]]] = {}
     for r in records:
-        chance = _mean(list(candidate_scores[r["question_id"]]))
-        majority = vqa_accuracy(majority_answer, r["answers"])
-        by_type.setdefault(r["answer_type"], []).append((chance, majority))
-    every = [x for rows in by_type.values() for x in rows]
+        row = {"majority": vqa_accuracy(majority_answer, r["answers"])}
+        if prior is not None:
+            guess = prior.get(r["question"], majority_answer)
+            row["question_prior"] = vqa_accuracy(guess, r["answers"])
+            if predictions is not None:
+                row["same_as_prior"] = float(predictions[r["question_id"]] == guess)
+        if candidate_scores is not None:
+            row["chance"] = _mean(list(candidate_scores[r["question_id"]]))
+        by_type.setdefault(r["answer_type"], []).append(row)
+
+    def means(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: _mean([row[k] for row in rows]) for k in (rows[0] if rows else {})}
+
     return {
-        "chance": _mean([c for c, _ in every]),
-        "majority": _mean([m for _, m in every]),
+        **means([row for rows in by_type.values() for row in rows]),
         "majority_answer": majority_answer,
-        "per_answer_type": {
-            kind: {"chance": _mean([c for c, _ in rows]), "majority": _mean([m for _, m in rows])}
-            for kind, rows in by_type.items()
-        },
+        "per_answer_type": {kind: means(rows) for kind, rows in by_type.items()},
     }

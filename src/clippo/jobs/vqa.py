@@ -20,8 +20,11 @@ from clippo.data.vqa import VQA_SPLITS, read_vocabulary, split_pattern
 from clippo.eval.vqa import (
     VQAHoldoutEvaluation,
     baselines,
+    load_results,
     predict_vqa,
+    question_prior,
     score_predictions,
+    split_records,
     write_vqa_report,
     zero_shot_vqa,
 )
@@ -90,6 +93,12 @@ def finetune_vqa(
         feature_cache=caches["test"],
     )
     scores = score_predictions(predictions, records)
+    base = baselines(
+        records,
+        read_vocabulary(ft.data).answers[0],
+        prior=question_prior(split_pattern(ft.data, "train")),
+        predictions=predictions,
+    )
     return write_vqa_report(
         out,
         predictions,
@@ -97,6 +106,7 @@ def finetune_vqa(
         split="test",
         protocol=ft.protocol,
         best_lr=best["lr"],
+        baselines=base,
         model=str(model_dir),
         runs=runs,
         eval_seconds=round(time.perf_counter() - start, 1),
@@ -104,7 +114,7 @@ def finetune_vqa(
 
 
 def evaluate_vqa(
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     data: str | Path,
     out: str | Path,
     *,
@@ -112,21 +122,34 @@ def evaluate_vqa(
     zero_shot: bool = False,
     batch_size: int = 256,
     max_questions: int | None = None,
+    predictions_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Scores a model on a split of a VQA data folder into ``OUT/metrics.json`` and
     ``OUT/predictions.json``: a fine-tuned VQA classifier, or (``zero_shot``) any contrastive
-    model by prompting, reported beside chance and the majority answer."""
-    model = from_pretrained(model_dir)
+    model by prompting (then also beside chance), reported beside the majority answer and the
+    question prior of the ``train`` split (``baselines``). With ``predictions_file`` (the
+    official results format) no model runs: that file is scored on the split's questions (or
+    the first ``max_questions``), each of which it must answer."""
+    if (model_dir is None) == (predictions_file is None):
+        raise ValueError("give a model directory or a predictions file, not both or neither")
+    model = None if model_dir is None else from_pretrained(model_dir)
     urls = split_pattern(data, split)
     start = time.perf_counter()
     extra: dict[str, Any] = {"model": str(model_dir), "data": str(data), "split": split}
-    if zero_shot:
+    vocabulary = read_vocabulary(data)
+    candidates = None
+    if predictions_file is not None:
+        if zero_shot:
+            raise ValueError("--zero-shot runs a model; a predictions file is only scored")
+        records = split_records(urls)[:max_questions]
+        predictions = load_results(predictions_file)
+        extra.update(model=None, predictions_file=str(predictions_file))
+    elif zero_shot:
         if not hasattr(model, "encode_text"):
             raise ValueError(
                 f"{model_dir} is a {type(model).__name__}: zero-shot VQA needs a contrastive "
                 "model (encode_image and encode_text)"
             )
-        vocabulary = read_vocabulary(data)
         predictions, records, candidates = zero_shot_vqa(
             model,
             urls,
@@ -134,10 +157,7 @@ def evaluate_vqa(
             batch_size=batch_size,
             max_questions=max_questions,
         )
-        extra.update(
-            protocol="zero-shot",
-            baselines=baselines(records, candidates, vocabulary.answers[0]),
-        )
+        extra["protocol"] = "zero-shot"
     else:
         if not hasattr(model, "answers"):
             raise ValueError(
@@ -149,6 +169,13 @@ def evaluate_vqa(
                 model, urls, batch_size=batch_size, max_questions=max_questions, feature_cache=cache
             )
         extra["protocol"] = model.protocol
-    scores = score_predictions(predictions, records)
+    scores = score_predictions(predictions, records)  # first: it names unanswered questions
+    extra["baselines"] = baselines(
+        records,
+        vocabulary.answers[0],
+        prior=question_prior(split_pattern(data, "train")),
+        candidate_scores=candidates,
+        predictions=predictions,
+    )
     extra["eval_seconds"] = round(time.perf_counter() - start, 1)
     return write_vqa_report(out, predictions, scores, **extra)
