@@ -36,6 +36,18 @@ from clippo.train.tasks import VQAGridTask, VQATask, grid_protocol_config
 VQA_TASKS = {"fused": VQATask, "grid": VQAGridTask}
 
 
+def blind_baselines(data, records, predictions, candidate_scores=None) -> dict[str, Any]:
+    """``baselines`` of a scored split of the VQA folder ``data``: its training split's
+    majority answer and question prior beside ``predictions``."""
+    return baselines(
+        records,
+        read_vocabulary(data).answers[0],
+        prior=question_prior(split_pattern(data, "train")),
+        candidate_scores=candidate_scores,
+        predictions=predictions,
+    )
+
+
 def finetune_vqa(
     cfg: ExperimentConfig,
     out: str | Path,
@@ -93,12 +105,7 @@ def finetune_vqa(
         feature_cache=caches["test"],
     )
     scores = score_predictions(predictions, records)
-    base = baselines(
-        records,
-        read_vocabulary(ft.data).answers[0],
-        prior=question_prior(split_pattern(ft.data, "train")),
-        predictions=predictions,
-    )
+    base = blind_baselines(ft.data, records, predictions)
     return write_vqa_report(
         out,
         predictions,
@@ -136,7 +143,6 @@ def evaluate_vqa(
     urls = split_pattern(data, split)
     start = time.perf_counter()
     extra: dict[str, Any] = {"model": str(model_dir), "data": str(data), "split": split}
-    vocabulary = read_vocabulary(data)
     candidates = None
     if predictions_file is not None:
         if zero_shot:
@@ -153,7 +159,7 @@ def evaluate_vqa(
         predictions, records, candidates = zero_shot_vqa(
             model,
             urls,
-            vocabulary.answers,
+            read_vocabulary(data).answers,
             batch_size=batch_size,
             max_questions=max_questions,
         )
@@ -170,12 +176,6 @@ def evaluate_vqa(
             )
         extra["protocol"] = model.protocol
     scores = score_predictions(predictions, records)  # first: it names unanswered questions
-    extra["baselines"] = baselines(
-        records,
-        vocabulary.answers[0],
-        prior=question_prior(split_pattern(data, "train")),
-        candidate_scores=candidates,
-        predictions=predictions,
-    )
+    extra["baselines"] = blind_baselines(data, records, predictions, candidates)
     extra["eval_seconds"] = round(time.perf_counter() - start, 1)
     return write_vqa_report(out, predictions, scores, **extra)
