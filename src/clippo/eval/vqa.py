@@ -399,9 +399,8 @@ def _shard_questions(urls: str):
 def split_records(urls: str) -> list[dict[str, Any]]:
     """The questions of VQA shards as scoring records (question id and text, the human answers,
     answer and question type), in shard order, for scoring a results file."""
-    keys = ("question_id", "question", "answers", "answer_type", "question_type")
     return [
-        {k: meta.get(k, [] if k == "answers" else "") for k in keys}
+        {k: meta.get(k, [] if k == "answers" else "") for k in RECORD_KEYS}
         for meta in _shard_questions(urls)
     ]
 
