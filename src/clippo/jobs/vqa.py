@@ -142,14 +142,18 @@ def evaluate_vqa(
     model = None if model_dir is None else from_pretrained(model_dir)
     urls = split_pattern(data, split)
     start = time.perf_counter()
-    extra: dict[str, Any] = {"model": str(model_dir), "data": str(data), "split": split}
+    extra: dict[str, Any] = {
+        "model": None if model_dir is None else str(model_dir),
+        "data": str(data),
+        "split": split,
+    }
     candidates = None
     if predictions_file is not None:
         if zero_shot:
             raise ValueError("--zero-shot runs a model; a predictions file is only scored")
         records = split_records(urls)[:max_questions]
         predictions = load_results(predictions_file)
-        extra.update(model=None, predictions_file=str(predictions_file))
+        extra["predictions_file"] = str(predictions_file)
     elif zero_shot:
         if not hasattr(model, "encode_text"):
             raise ValueError(
