@@ -19,10 +19,18 @@ from clippo.data.build.vqa import (
     read_vqav2,
     soft_targets,
 )
-from clippo.data.shards import expand_urls, iter_tar_samples
+from clippo.data.shards import expand_urls, iter_tar_samples, write_shard
 from clippo.data.transforms import load_image
-from clippo.data.vqa import VQAShardDataset, fused_input, read_vocabulary, split_pattern
-from clippo.eval.vqa import baselines, question_prior
+from clippo.data.vqa import (
+    VQAShardDataset,
+    fused_input,
+    iter_questions,
+    question_prior,
+    read_question_prior,
+    read_vocabulary,
+    split_pattern,
+)
+from clippo.eval.vqa import baselines, split_records
 from clippo.extras import MissingExtraError
 from clippo.factory import create_model
 from clippo.jobs.vqa import evaluate_vqa, finetune_vqa
@@ -157,6 +165,36 @@ def test_easy_vqa_without_the_package_names_the_extra(monkeypatch):
 
 
 # -- the reader, the model, the optimizer ---------------------------------------------------
+
+
+def test_every_vqa_reader_skips_the_same_damaged_samples(vqav2_shards, tmp_path):
+    out, _ = vqav2_shards
+    good = [s for url in expand_urls(split_pattern(out, "test")) for s in iter_tar_samples(url)]
+    a, b, c = good  # three questions: 70, 71, 80
+    members = [("a.jpg", a["jpg"]), ("a.json", a["json"])]
+    members += [("cut.jpg", b["jpg"][: len(b["jpg"]) // 2]), ("cut.json", b["json"])]
+    members += [("noimage.json", c["json"])]
+    members += [("badjson.jpg", c["jpg"]), ("badjson.json", b"{not json")]
+    members += [("noquestion.jpg", c["jpg"]), ("noquestion.json", b'{"question_id": 5}')]
+    members += [("c.jpg", c["jpg"]), ("c.json", c["json"])]
+    shard = tmp_path / "damaged-000000.tar"
+    write_shard(shard, members)
+    ids = [json.loads(x["json"])["question_id"] for x in (a, c)]
+    data = VQAShardDataset(
+        str(shard),
+        vocabulary=read_vocabulary(out),
+        renderer=UnifontRenderer(),
+        image_size=48,
+        max_lines=2,
+        batch_size=8,
+        train=False,
+    )
+    batch = next(iter(data))
+    assert batch["question_id"] == ids
+    assert batch["skip_reasons"] == {"broken": 1, "no_image": 1, "bad_json": 1, "no_question": 1}
+    # Scoring a results file and the question prior read the questions the model was shown.
+    assert [r["question_id"] for r in split_records(str(shard))] == ids
+    assert [m["question_id"] for m in iter_questions(str(shard))] == ids
 
 
 def test_reader_draws_the_question_above_the_image(vqav2_shards):
@@ -323,11 +361,15 @@ def test_zero_shot_reports_chance_and_majority(vqav2_shards, tmp_path, one_threa
         evaluate_vqa(model_dir, out, tmp_path / "x")
 
 
-def test_question_prior_answers_each_question_text_from_training(vqav2_shards):
+def test_question_prior_answers_each_question_text_from_training(vqav2_shards, tmp_path):
     out, _ = vqav2_shards
-    prior = question_prior(split_pattern(out, "train"))
+    prior = read_question_prior(out)  # question_prior.json, written by the build
     # "Is it red?": yes 1.0 + 0.9 against no 0.3 + 1.0; three colours tie at 1.0: the first seen.
     assert prior == {"Is it red?": "yes", "What color is it?": "red", "How many squares?": "1"}
+    assert question_prior(iter_questions(split_pattern(out, "train"))) == prior  # from shards
+    old = shutil.copytree(out, tmp_path / "old")  # a folder built before the file existed
+    (old / "question_prior.json").unlink()
+    assert read_question_prior(old) == prior
     records = _records(split_pattern(out, "test"))
     records.append(  # a question never asked in training gets the majority answer
         {"question_id": 99, "question": "Why?", "answers": ["no"] * 10, "answer_type": "other"}

@@ -1,7 +1,10 @@
-"""VQA shards at run time: the answer vocabulary, and batches for both VQA protocols.
+"""VQA shards at run time: the answer vocabulary, the blind question prior, and batches for both
+VQA protocols.
 
 A folder written by ``clippo data vqa`` (``clippo.data.build.vqa``) holds ``train``, ``holdout``
-and ``test`` shards, ``answers.json`` (the vocabulary) and ``stats.json``. ``VQAShardDataset``
+and ``test`` shards, ``answers.json`` (the vocabulary), ``question_prior.json``
+(``question_prior``) and ``stats.json``. Every reader skips the same samples
+(``vqa_question``). ``VQAShardDataset``
 reads them like every clippo shard set (same order, shuffling and exact resume as
 ``ShardDataset``) and makes the fused protocol's input (CLIPPO appendix A): the question drawn
 in 16-px lines at the top of the canvas, the image resized into the rest
@@ -17,7 +20,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,15 +96,56 @@ def split_pattern(data_dir: str | os.PathLike, split: str) -> str:
     return str(data_dir / pattern)
 
 
-def read_questions(urls: str) -> list[dict[str, Any]]:
-    """The JSON records (question, answers, types, ids) of every sample of some shards, in
-    order, without decoding images: what evaluation scores predictions against."""
-    out = []
+def vqa_question(sample: Sample) -> dict[str, Any] | str:
+    """A shard sample's question metadata (its ``.json`` member), or why every VQA reader skips
+    it: ``bad_shard`` (or another read error), ``no_image``, ``broken`` (truncated image bytes),
+    ``bad_json``, ``no_question``. Decided from the raw bytes, so training, evaluation, the
+    feature caches and the scoring of a results file all skip the same samples."""
+    if "__error__" in sample:
+        return sample["__error__"]
+    image = _image_bytes(sample)
+    if image is None:
+        return "no_image"
+    if looks_truncated(image):
+        return "broken"
+    try:
+        meta = json.loads(sample["json"])
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return "bad_json"
+    if not isinstance(meta, dict) or not isinstance(meta.get("question"), str):
+        return "no_question"
+    return meta
+
+
+def iter_questions(urls: str) -> Iterator[dict[str, Any]]:
+    """The question metadata of every usable sample of some shards, in shard order, without
+    decoding images (``vqa_question``'s rule)."""
     for url in expand_urls(urls):
         for sample in iter_tar_samples(url):
-            if "json" in sample:
-                out.append(json.loads(sample["json"]))
-    return out
+            meta = vqa_question(sample)
+            if not isinstance(meta, str):
+                yield meta
+
+
+def question_prior(questions: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """A blind model from training questions (metadata with ``question`` and ``targets``): for
+    each question text, the answer with the largest soft target summed over the questions that
+    ask it (ties: the answer seen first). It answers from the question alone, as a model that
+    ignores the image at best can."""
+    totals: dict[str, Counter] = {}
+    for meta in questions:
+        totals.setdefault(meta["question"], Counter()).update(meta.get("targets") or {})
+    return {q: c.most_common(1)[0][0] for q, c in totals.items() if c}
+
+
+def read_question_prior(data_dir: str | os.PathLike) -> dict[str, str]:
+    """The ``question_prior`` of a VQA folder's training split: ``question_prior.json``, which
+    ``clippo data vqa`` writes beside ``answers.json``; for a folder built before that file
+    existed, computed from the training shards."""
+    path = Path(data_dir) / "question_prior.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return question_prior(iter_questions(split_pattern(data_dir, "train")))
 
 
 def fused_input(
@@ -174,20 +218,8 @@ class VQAShardDataset(ShardDataset):
         self.image_cache, self.question_cache = image_cache, question_cache
 
     def _check(self, sample: Sample) -> str | tuple[dict, int]:
-        if "__error__" in sample:
-            return sample["__error__"]
-        image = _image_bytes(sample)
-        if image is None:
-            return "no_image"
-        if looks_truncated(image):  # from raw bytes, so a resume skips the same samples
-            return "broken"
-        try:
-            meta = json.loads(sample["json"])
-        except (KeyError, ValueError, UnicodeDecodeError):
-            return "bad_json"
-        if not isinstance(meta, dict) or not isinstance(meta.get("question"), str):
-            return "no_question"
-        return meta, -1
+        meta = vqa_question(sample)
+        return meta if isinstance(meta, str) else (meta, -1)
 
     def _decode(self, sample: Sample, meta: dict, label: int, epoch: int) -> Sample:
         data = _image_bytes(sample)
@@ -279,11 +311,12 @@ def build_vqa_feature_caches(
     texts: dict[str, None] = {}
     for url in shards:
         for sample in iter_tar_samples(url):
-            data = _image_bytes(sample)
-            if data is None or "json" not in sample or looks_truncated(data):
+            meta = vqa_question(sample)
+            if isinstance(meta, str):
                 continue  # what the reader skips never needs features
+            data = _image_bytes(sample)
             image_keys.setdefault(image_content_key(data), data)
-            texts.setdefault(json.loads(sample["json"])["question"])
+            texts.setdefault(meta["question"])
             if progress is not None:
                 progress(1)
     if not image_keys:
@@ -344,8 +377,11 @@ __all__ = [
     "fused_input",
     "image_content_key",
     "image_input",
-    "read_questions",
+    "iter_questions",
+    "question_prior",
+    "read_question_prior",
     "read_vocabulary",
     "split_pattern",
     "vqa_inputs",
+    "vqa_question",
 ]

@@ -8,7 +8,8 @@ data builders also use it for soft targets; this module aggregates it, reads and
 official results format, and scores models on VQA shards: a fine-tuned classifier
 (``predict_vqa``, ``VQAHoldoutEvaluation``) or any contrastive model by prompting
 (``zero_shot_vqa``); ``baselines`` puts what answers without the image beside a model's
-answers: chance, the majority answer, the question prior (``question_prior``).
+answers: chance, the majority answer, the question prior
+(``clippo.data.vqa.question_prior``).
 
 For one question with human answers h_1..h_n (10 in VQAv2) and a prediction p:
 
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,7 @@ from typing import Any
 import torch
 
 from clippo.atomic import atomic_write_text
-from clippo.data.shards import expand_urls, iter_tar_samples
-from clippo.data.vqa import AnswerVocabulary, VQAShardDataset, vqa_inputs
+from clippo.data.vqa import AnswerVocabulary, VQAShardDataset, iter_questions, vqa_inputs
 from clippo.data.vqa_answers import (
     answer_accuracy,
     clean_whitespace,
@@ -383,36 +382,13 @@ def zero_shot_vqa(
     return predictions, records, candidate_scores
 
 
-def _shard_questions(urls: str):
-    """The question metadata (the ``.json`` member) of every readable sample of VQA shards, in
-    shard order, without decoding images; what the readers would skip for its JSON is skipped."""
-    for url in expand_urls(urls):
-        for sample in iter_tar_samples(url):
-            try:
-                meta = json.loads(sample["json"])
-            except (KeyError, ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(meta, dict) and isinstance(meta.get("question"), str):
-                yield meta
-
-
 def split_records(urls: str) -> list[dict[str, Any]]:
     """The questions of VQA shards as scoring records (question id and text, the human answers,
     answer and question type), in shard order, for scoring a results file."""
     return [
         {k: meta.get(k, [] if k == "answers" else "") for k in RECORD_KEYS}
-        for meta in _shard_questions(urls)
+        for meta in iter_questions(urls)
     ]
-
-
-def question_prior(urls: str) -> dict[str, str]:
-    """A blind model, from the training shards: for each question text, the answer with the
-    largest soft target summed over the questions that ask it (ties: the answer seen first).
-    It answers from the question alone, as a model that ignores the image at best can."""
-    totals: dict[str, Counter] = {}
-    for meta in _shard_questions(urls):
-        totals.setdefault(meta["question"], Counter()).update(meta.get("targets") or {})
-    return {q: c.most_common(1)[0][0] for q, c in totals.items() if c}
 
 
 def baselines(
@@ -425,11 +401,11 @@ def baselines(
 ) -> dict[str, Any]:
     """What answers without the image, beside a model's answers, overall and per answer type:
     ``majority`` (always the training set's majority answer); with ``prior``
-    (``question_prior``) ``question_prior`` (its answer for the question text, the majority
-    answer for a text never seen in training); with ``candidate_scores`` ``chance`` (a
-    uniformly random candidate's expected accuracy); with ``prior`` and ``predictions``
-    ``same_as_prior``, the share of the model's answers equal to the prior's (1.0: the model
-    answers these questions from the question alone)."""
+    (``clippo.data.vqa.question_prior``) ``question_prior`` (its answer for the question text,
+    the majority answer for a text never seen in training); with ``candidate_scores``
+    ``chance`` (a uniformly random candidate's expected accuracy); with ``prior`` and
+    ``predictions`` ``same_as_prior``, the share of the model's answers equal to the prior's
+    (1.0: the model answers these questions from the question alone)."""
     by_type: dict[str, list[dict[str, float]]] = {}
     for r in records:
         row = {"majority": vqa_accuracy(majority_answer, r["answers"])}

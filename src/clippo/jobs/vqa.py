@@ -16,13 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clippo.data.vqa import VQA_SPLITS, read_vocabulary, split_pattern
+from clippo.data.vqa import VQA_SPLITS, read_question_prior, read_vocabulary, split_pattern
 from clippo.eval.vqa import (
     VQAHoldoutEvaluation,
     baselines,
     load_results,
     predict_vqa,
-    question_prior,
     score_predictions,
     split_records,
     write_vqa_report,
@@ -42,7 +41,7 @@ def blind_baselines(data, records, predictions, candidate_scores=None) -> dict[s
     return baselines(
         records,
         read_vocabulary(data).answers[0],
-        prior=question_prior(split_pattern(data, "train")),
+        prior=read_question_prior(data),
         candidate_scores=candidate_scores,
         predictions=predictions,
     )

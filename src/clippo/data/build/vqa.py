@@ -16,7 +16,8 @@ stored five times): ``KEY.png|jpg`` + ``KEY.json`` with ``question_id``, ``image
 ``question``, ``answers`` (the human answers), ``answer_type``, ``question_type`` and
 ``targets`` (``{answer: VQA score}`` over the vocabulary, the soft targets of the fused
 protocol). The answer vocabulary is the majority answers seen at least ``min_count`` times in
-the training split (VQAv2's 3,129 at 9 in the literature), written to ``answers.json``. A
+the training split (VQAv2's 3,129 at 9 in the literature), written to ``answers.json``, and
+the blind question prior (each training question text's top answer) to ``question_prior.json``. A
 ``holdout`` fraction of the training questions, split by image with a seeded draw, is written
 as the ``holdout`` split for choosing the learning rate; the test split is never used for a
 choice. Questions whose image is missing or unreadable are skipped and counted in
@@ -39,6 +40,7 @@ import numpy as np
 from clippo.atomic import atomic_write_text
 from clippo.data.shards import write_split_shards
 from clippo.data.transforms import DEFAULT_MAX_PIXELS, BadImageError, load_image
+from clippo.data.vqa import question_prior
 from clippo.data.vqa_answers import answer_accuracy, clean_whitespace, normalize_answer
 from clippo.extras import require
 
@@ -251,7 +253,9 @@ def build_vqa_shards(
     progress: Callable[[int], Any] | None = None,
     questions: dict[str, list[VQAQuestion]] | None = None,
 ) -> dict[str, Any]:
-    """Writes ``train``, ``holdout`` and ``test`` shards, ``answers.json`` and ``stats.json``.
+    """Writes ``train``, ``holdout`` and ``test`` shards, ``answers.json``,
+    ``question_prior.json`` (``clippo.data.vqa.question_prior`` of the written training
+    questions) and ``stats.json``.
 
     ``max_questions`` keeps that many questions of each source split (seeded, whole images
     first), for quick runs. ``questions`` replaces reading ``source`` (tests). Returns the stats.
@@ -280,6 +284,7 @@ def build_vqa_shards(
     skipped: dict[str, Counter] = {name: Counter() for name in rows}
     written: dict[str, Counter] = {name: Counter() for name in rows}
     majority_in_vocab = Counter()
+    train_questions: list[dict] = []  # what the question prior is computed from
 
     def members(split: str, i: int) -> list[tuple[str, bytes]]:
         q = rows[split][0][i]
@@ -301,6 +306,8 @@ def build_vqa_shards(
             "question_type": q.question_type,
             "targets": soft_targets(q.answers, answers),
         }
+        if split == "train":
+            train_questions.append(meta)
         key = f"q{q.question_id}"
         return [
             (f"{key}.{image[0]}", image[1]),
@@ -323,6 +330,10 @@ def build_vqa_shards(
             indent=1,
         )
         + "\n",
+    )
+    atomic_write_text(
+        out_dir / "question_prior.json",
+        json.dumps(question_prior(train_questions), ensure_ascii=False, indent=0) + "\n",
     )
     stats = {
         "source": source,
