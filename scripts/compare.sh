@@ -153,6 +153,15 @@ case ${1:-} in
     # The English demo CLIPPO trained further, 3/4 of each batch translation pairs.
     run multilingual_cotrain multilingual_cotrain && tuxpaint multilingual_cotrain \
       "CLIPPO + translation pairs"
+    # The same run with the programs' message catalogues added to the pairs (interface
+    # sentences: the only ones here in nso, hy, km, mk; apt-get install libgtk2.0-common
+    # libglib2.0-data libgdk-pixbuf2.0-common at-spi2-common provides them on a bare machine).
+    ui=data/textpairs/multi_ui
+    [[ -f $ui/stats.json ]] || clippo data textpairs --source translation \
+      --corpus freedict iso-codes cldr gettext --max-per-language 5000 --val-size 1000 \
+      --out "$ui" --lang-b "$langs"
+    run multilingual_cotrain_ui multilingual_cotrain --set "data.text_pairs=$ui/train-*.tar" \
+      && tuxpaint multilingual_cotrain_ui "CLIPPO + pairs with interface messages"
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"

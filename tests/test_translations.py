@@ -1,8 +1,12 @@
-"""English-X translation pairs from FreeDict dictionaries and iso-codes catalogues."""
+"""English-X translation pairs from FreeDict dictionaries, gettext catalogues (iso-codes, the
+programs' messages) and CLDR's emoji names."""
 
 from __future__ import annotations
 
+import gettext
 import gzip
+import struct
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +18,10 @@ from clippo.data.build.translations import (
     cldr_pairs,
     freedict_locales,
     freedict_pairs,
+    gettext_locales,
+    gettext_pairs,
     iso_codes_pairs,
+    read_mo,
     translation_pairs,
 )
 
@@ -74,6 +81,79 @@ def test_iso_codes_pairs_are_translated_names_only():
     assert ("Afghanistan", "Afghanistan") not in pairs
     with pytest.raises(FileNotFoundError, match="no iso-codes catalogues for locale 'xx'"):
         iso_codes_pairs("xx")
+
+
+def _write_mo(path: Path, messages: dict[bytes, bytes]) -> Path:
+    """A gettext .mo catalogue (little-endian, revision 0) holding ``messages`` as given."""
+    keys = sorted(messages)
+    start = 28 + 16 * len(keys)
+    blob, originals, translations = b"", [], []
+    for table, items in ((originals, keys), (translations, [messages[k] for k in keys])):
+        for item in items:
+            table.append((len(item), start + len(blob)))
+            blob += item + b"\0"
+    header = struct.pack("<7I", 0x950412DE, 0, len(keys), 28, 28 + 8 * len(keys), 0, 0)
+    tables = b"".join(struct.pack("<2I", *e) for e in originals + translations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + tables + blob)
+    return path
+
+
+def test_read_mo_decodes_as_the_header_says_and_matches_python_gettext(tmp_path):
+    latin1 = {
+        b"": "Content-Type: text/plain; charset=ISO-8859-1\nLast-Translator: Jürgen\n".encode(
+            "latin-1"
+        ),
+        b"Open": "Öffnen".encode("latin-1"),
+        b"menu\x04Quit": b"Beenden",
+        b"one file\0%d files": b"eine Datei\0%d Dateien",
+    }
+    mo = _write_mo(tmp_path / "de.mo", latin1)
+    assert read_mo(mo) == {"Open": "Öffnen", "menu\x04Quit": "Beenden"}
+    with pytest.raises(UnicodeDecodeError):  # why clippo reads .mo files itself
+        gettext.GNUTranslations(mo.open("rb"))
+    utf8 = {k: v.decode("latin-1").encode() for k, v in latin1.items()}
+    utf8[b""] = b"Content-Type: text/plain; charset=UTF-8\n"
+    mo = _write_mo(tmp_path / "de8.mo", utf8)
+    python = gettext.GNUTranslations(mo.open("rb"))._catalog
+    assert read_mo(mo) == {k: v for k, v in python.items() if isinstance(k, str) and k}
+    junk = tmp_path / "junk.mo"
+    junk.write_bytes(b"junk" * 8)
+    with pytest.raises(ValueError, match="not a gettext .mo catalogue"):
+        read_mo(junk)
+
+
+def test_gettext_pairs_are_clean_interface_messages_never_tuxpaint(tmp_path):
+    head = b"Content-Type: text/plain; charset=UTF-8\n"
+    messages = {
+        b"": head,
+        b"_Open": "Ö_ffnen".encode(),
+        b"_Save": "保存(_S)".encode(),
+        b"Could not read the file": b"Datei konnte nicht gelesen werden",
+        b"Cannot open %s": b"Kann %s nicht \xc3\xb6ffnen",  # a format directive
+        b"<b>Bold</b>": b"<b>Fett</b>",  # markup
+        b"line one\nline two": b"Zeile eins\nZeile zwei",
+        b"file_name_here": b"datei_name_hier",  # an identifier, not text
+        b"OK": b"OK",  # untranslated
+        b"button\x04Close": b"Schlie\xc3\x9fen",
+        b"A" * 81: b"B" * 81,  # too long
+    }
+    _write_mo(tmp_path / "de" / "LC_MESSAGES" / "gtk20.mo", messages)
+    _write_mo(
+        tmp_path / "de" / "LC_MESSAGES" / "glib20.mo", {b"": head, b"_Open": "Ö_ffnen".encode()}
+    )
+    _write_mo(tmp_path / "de" / "LC_MESSAGES" / "tuxpaint.mo", {b"": head, b"Apple": b"Apfel"})
+    _write_mo(tmp_path / "de" / "LC_MESSAGES" / "iso_3166-1.mo", {b"": head, b"Spain": b"Spanien"})
+    _write_mo(tmp_path / "fr" / "LC_MESSAGES" / "tuxpaint.mo", {b"": head, b"Apple": b"Pomme"})
+    assert gettext_locales(tmp_path) == ["de"]  # fr has only the evaluation set's catalogue
+    assert gettext_pairs("de", tmp_path) == [
+        ("Open", "Öffnen"),  # glib20 first (by name), and once though gtk20 has it too
+        ("Could not read the file", "Datei konnte nicht gelesen werden"),
+        ("Save", "保存"),
+        ("Close", "Schließen"),
+    ]
+    with pytest.raises(FileNotFoundError, match="no message catalogues for locale 'fr'"):
+        gettext_pairs("fr", tmp_path)
 
 
 def test_translation_pairs_cap_count_and_refuse_unknown_corpora():

@@ -1002,8 +1002,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus",
         nargs="+",
         required=True,
-        help="presets debian-reference, debian-faq, fortunes, freedict, iso-codes, cldr; or "
-        "text files / folders (nsp, dropout); "
+        help="presets debian-reference, debian-faq, fortunes, freedict, iso-codes, cldr, "
+        "gettext; or text files / folders (nsp, dropout); "
         "two aligned-line files or .tsv files (translation); 'a -> b' files (backtranslation)",
     )
     tp.add_argument("--out", required=True)

@@ -531,7 +531,8 @@ def corpus_pairs(
 
     ``translation``: a manual (``debian-reference`` or ``debian-faq``, aligned
     ``lang``/``lang_b`` by ``align_debian_manual``), two files of aligned lines, or ``.tsv``
-    files; with ``freedict`` / ``iso-codes`` among the corpora, or several ``lang_b``
+    files; with a preset of ``TRANSLATION_PRESETS`` (``freedict``, ``iso-codes``, ``cldr``,
+    ``gettext``) among the corpora, or several ``lang_b``
     (``fr,de,ja`` or ``all``), English-X pairs in each language from every corpus named
     (``clippo.data.build.translations``, at most ``max_per_language`` per language and corpus);
     ``backtranslation``: files of ``original -> back-translated``

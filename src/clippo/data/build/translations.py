@@ -9,6 +9,11 @@ Sources (all offline, ``../shared/DATA.md``):
   words and short phrases.
 - ``iso-codes``: the gettext catalogues of Debian's ``iso-codes`` (country, language and
   currency names, 100+ locales): short, alt-text-like strings.
+- ``gettext``: the message catalogues of the programs installed
+  (``/usr/share/locale/LOCALE/LC_MESSAGES/*.mo``: GTK's and GLib's from ``libgtk2.0-common`` and
+  ``libglib2.0-data``, apt's, dpkg's, ...): interface labels, descriptions and error messages,
+  the only sentences here in some languages (nso, hy, km, mk, ta). iso-codes' catalogues are
+  their own corpus; the tuxpaint packages' are never read.
 - ``cldr``: the emoji annotations of Unicode CLDR (``unicode-cldr-core``:
   ``/usr/share/unicode/cldr/common/annotations/LOCALE.xml``): each emoji's short name
   (``type="tts"``) in English and in ~100 locales, everyday nouns (animals, food, objects,
@@ -24,7 +29,6 @@ Languages are named by the locale codes the evaluation uses (tuxpaint's, XM3600'
 from __future__ import annotations
 
 import functools
-import gettext
 import gzip
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +57,8 @@ CLDR_LOCALES = {"zh": "zh_CN", "zh_Hant": "zh_TW", "pt": "pt_BR", "pt_PT": "pt",
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _MARKUP = re.compile(r"<[^>]*>|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)")
 _SKIP = ("see:", "synonyms:", "note:", "antonyms:", "see also:", '"')
+_MNEMONIC_SUFFIX = re.compile(r"\s*\((?:_|&)\w\)")  # "打开(_O)": CJK catalogues' mnemonics
+_NOT_PLAIN = re.compile(r"%|\$|\{|\}|<|>|\\|&|\n|\r|\t|_(?!\w)")
 
 
 class ExtraCorpus(NamedTuple):
@@ -128,6 +134,49 @@ def freedict_pairs(
     return pairs
 
 
+_MO_MAGIC = 0x950412DE
+
+
+def read_mo(path: str | Path) -> dict[str, str]:
+    """``{message: translation}`` of a gettext ``.mo`` catalogue, decoded with the charset its
+    header names (a message with a context is keyed ``context\\x04message``; plural forms are
+    left out). Python's ``gettext`` stops at a header that is not UTF-8 before reading its
+    charset (a translator's name in Latin-1); this reads it as the charset says."""
+    data = Path(path).read_bytes()
+    order = next((o for o in ("little", "big") if int.from_bytes(data[:4], o) == _MO_MAGIC), None)
+    if order is None or len(data) < 20:
+        raise ValueError(f"{path}: not a gettext .mo catalogue")
+
+    def word(at: int) -> int:
+        return int.from_bytes(data[at : at + 4], order)
+
+    def string(table: int, i: int) -> bytes:
+        length, offset = word(table + 8 * i), word(table + 8 * i + 4)
+        return data[offset : offset + length]
+
+    count, originals, translations = word(8), word(12), word(16)
+    raw = [(string(originals, i), string(translations, i)) for i in range(count)]
+    header = next((t for m, t in raw if m == b""), b"").decode("ascii", "replace")
+    charset = re.search(r"charset=([\w.-]+)", header)
+    encoding = charset.group(1) if charset and charset.group(1).upper() != "CHARSET" else "utf-8"
+    return {
+        m.decode(encoding, "replace"): t.decode(encoding, "replace")
+        for m, t in raw
+        if m and b"\0" not in m  # the header, and plural forms ("one\0many")
+    }
+
+
+def _catalogue_pairs(paths: Iterable[Path]) -> list[tuple[str, str]]:
+    """(English message, translation) of gettext catalogues, in catalogue order; untranslated
+    messages (equal to the English) left out."""
+    return [
+        (english, translated)
+        for mo in paths
+        for english, translated in read_mo(mo).items()
+        if english and translated and english != translated
+    ]
+
+
 def iso_codes_locales(root: str | Path = LOCALE_DIR) -> list[str]:
     """Locales with at least one of the iso-codes catalogues."""
     return sorted(
@@ -150,16 +199,58 @@ def iso_codes_pairs(locale: str, root: str | Path = LOCALE_DIR) -> list[tuple[st
             f"no iso-codes catalogues for locale {locale!r} under {root} "
             "(apt-get install iso-codes)"
         )
-    pairs = []
-    for mo in found:
-        with open(mo, "rb") as f:
-            catalog = gettext.GNUTranslations(f)._catalog
-        for english, translated in catalog.items():
-            if isinstance(english, tuple):  # plural forms
-                continue
-            if english and translated and english != translated:
-                pairs.append((english, translated))
-    return pairs
+    return _catalogue_pairs(found)
+
+
+def _message_catalogues(locale: str, root: str | Path = LOCALE_DIR) -> list[Path]:
+    """The programs' message catalogues of ``locale``, by name: every ``.mo`` but iso-codes'
+    (a corpus of its own) and the tuxpaint packages' (the evaluation set's)."""
+    folder = Path(root) / locale / "LC_MESSAGES"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.mo") if not p.stem.startswith(("iso_", "tuxpaint")))
+
+
+def gettext_locales(root: str | Path = LOCALE_DIR) -> list[str]:
+    """Locales with at least one program's message catalogue (``_message_catalogues``)."""
+    return sorted(d.name for d in Path(root).iterdir() if _message_catalogues(d.name, root))
+
+
+def _clean_message(text: str) -> str | None:
+    """An interface message as plain text, or None when it is not one: the context dropped,
+    the mnemonic marker removed (``_Open``, ``打开(_O)``); messages with format directives,
+    markup, escapes or line breaks, several underscores, or no letter are left out."""
+    text = text.split("\x04", 1)[-1]  # "context\x04message"
+    text = _MNEMONIC_SUFFIX.sub("", text).strip()
+    if text.count("_") > 1 or _NOT_PLAIN.search(text) or not any(c.isalpha() for c in text):
+        return None
+    return text.replace("_", "")
+
+
+def gettext_pairs(
+    locale: str, root: str | Path = LOCALE_DIR, max_chars: int = 80
+) -> list[tuple[str, str]]:
+    """(English message, translation) from the message catalogues of the programs installed
+    (GTK, GLib, apt, ...: labels, descriptions and error messages, sentences rather than
+    names), cleaned by ``_clean_message``, at most ``max_chars`` characters each, every pair
+    once, in catalogue order."""
+    found = _message_catalogues(locale, root)
+    if not found:
+        raise FileNotFoundError(
+            f"no message catalogues for locale {locale!r} under {root} (installed with the "
+            "programs: apt-get install libgtk2.0-common libglib2.0-data ...)"
+        )
+    pairs = {}
+    for english, translated in _catalogue_pairs(found):
+        english, translated = _clean_message(english), _clean_message(translated)
+        if (
+            english
+            and translated
+            and english != translated
+            and max(len(english), len(translated)) <= max_chars
+        ):
+            pairs.setdefault((english, translated), None)
+    return list(pairs)
 
 
 def cldr_locales(root: str | Path = CLDR_ANNOTATIONS_DIR) -> dict[str, str]:
@@ -221,6 +312,7 @@ TRANSLATION_SOURCES = {
     "freedict": ExtraCorpus(freedict_locales, freedict_pairs),
     "iso-codes": ExtraCorpus(iso_codes_locales, iso_codes_pairs),
     "cldr": ExtraCorpus(cldr_locales, cldr_pairs),
+    "gettext": ExtraCorpus(gettext_locales, gettext_pairs),
 }
 TRANSLATION_PRESETS = tuple(TRANSLATION_SOURCES)
 
