@@ -162,6 +162,15 @@ case ${1:-} in
       --out "$ui" --lang-b "$langs"
     run multilingual_cotrain_ui multilingual_cotrain --set "data.text_pairs=$ui/train-*.tar" \
       && tuxpaint multilingual_cotrain_ui "CLIPPO + pairs with interface messages"
+    # The same sources capped at 1,500 pairs per language and corpus (the small languages' share
+    # of a batch doubles), 850 steps: what fits 30 minutes here.
+    [[ -f ${ui}1500/stats.json ]] || clippo data textpairs --source translation \
+      --corpus freedict iso-codes cldr gettext --max-per-language 1500 --val-size 1000 \
+      --out "${ui}1500" --lang-b "$langs"
+    run multilingual_cotrain_ui1500 multilingual_cotrain \
+      --set "data.text_pairs=${ui}1500/train-*.tar" --set train.total_steps=850 \
+      && tuxpaint multilingual_cotrain_ui1500 \
+        "CLIPPO + pairs with interface messages, 1,500 per language and corpus, 850 steps"
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"
