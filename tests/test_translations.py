@@ -117,6 +117,9 @@ def test_read_mo_decodes_as_the_header_says_and_matches_python_gettext(tmp_path)
     mo = _write_mo(tmp_path / "de8.mo", utf8)
     python = gettext.GNUTranslations(mo.open("rb"))._catalog
     assert read_mo(mo) == {k: v for k, v in python.items() if isinstance(k, str) and k}
+    bad = _write_mo(tmp_path / "bad.mo", {b"": b"Content-Type: text/plain; charset=NOPE-9\n"})
+    with pytest.raises(ValueError, match="unknown charset 'NOPE-9'"):
+        read_mo(bad)
     junk = tmp_path / "junk.mo"
     junk.write_bytes(b"junk" * 8)
     with pytest.raises(ValueError, match="not a gettext .mo catalogue"):

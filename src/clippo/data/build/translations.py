@@ -28,6 +28,7 @@ Languages are named by the locale codes the evaluation uses (tuxpaint's, XM3600'
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
 import re
@@ -159,6 +160,10 @@ def read_mo(path: str | Path) -> dict[str, str]:
     header = next((t for m, t in raw if m == b""), b"").decode("ascii", "replace")
     charset = re.search(r"charset=([\w.-]+)", header)
     encoding = charset.group(1) if charset and charset.group(1).upper() != "CHARSET" else "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"{path}: unknown charset {encoding!r} in its header") from None
     return {
         m.decode(encoding, "replace"): t.decode(encoding, "replace")
         for m, t in raw
