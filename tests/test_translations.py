@@ -13,6 +13,8 @@ import pytest
 from clippo.data.build.textpairs import corpus_pairs
 from clippo.data.build.translations import (
     _B64,
+    ISO_CATALOGUES,
+    LOCALE_DIR,
     _dictd_number,
     cldr_locales,
     cldr_pairs,
@@ -20,6 +22,7 @@ from clippo.data.build.translations import (
     freedict_pairs,
     gettext_locales,
     gettext_pairs,
+    iso_codes_locales,
     iso_codes_pairs,
     read_mo,
     translation_pairs,
@@ -124,6 +127,20 @@ def test_read_mo_decodes_as_the_header_says_and_matches_python_gettext(tmp_path)
     junk.write_bytes(b"junk" * 8)
     with pytest.raises(ValueError, match="not a gettext .mo catalogue"):
         read_mo(junk)
+
+
+def test_installed_iso_codes_catalogues_read_as_python_gettext_reads_them():
+    """The iso-codes pairs did not change when read_mo replaced Python's gettext."""
+    read = 0
+    for locale in iso_codes_locales():
+        for name in ISO_CATALOGUES:
+            mo = LOCALE_DIR / locale / "LC_MESSAGES" / f"{name}.mo"
+            if mo.is_file():
+                python = gettext.GNUTranslations(mo.open("rb"))._catalog
+                expected = [(k, v) for k, v in python.items() if isinstance(k, str) and k]
+                assert list(read_mo(mo).items()) == expected, mo
+                read += 1
+    assert read > 100  # setup.sh installs iso-codes: 311 catalogues here
 
 
 def test_gettext_pairs_are_clean_interface_messages_never_tuxpaint(tmp_path):
