@@ -16,7 +16,7 @@ import torch
 
 from clippo.train.config import load_config, resolve_config
 from clippo.train.distributed import DistEnv
-from clippo.train.optim import build_optimizer
+from clippo.train.optim import optimizer_from_config
 from clippo.train.tasks import VQATask
 
 
@@ -48,16 +48,7 @@ def main() -> None:
     held = [next(batches) for _ in range(args.batches + 1)]
     data_s = (time.perf_counter() - start) / len(held)
 
-    opt, _ = build_optimizer(
-        model,
-        name=cfg.optim.name,
-        lr=cfg.optim.lr,
-        wd=cfg.optim.wd,
-        schedule=lambda s: 1.0,
-        grad_clip_norm=cfg.optim.grad_clip_norm,
-        lr_mults=cfg.optim.lr_mults,
-        **cfg.optim.kwargs,
-    )
+    opt, _ = optimizer_from_config(model, cfg.optim, lambda s: 1.0)  # as training builds it
 
     def step(batch: dict) -> None:
         out = task.loss(model, batch, torch.device("cpu"), nullcontext)

@@ -52,7 +52,7 @@ from clippo.train.distributed import (
     load_full_state_dict,
     shard_model,
 )
-from clippo.train.optim import build_optimizer
+from clippo.train.optim import optimizer_from_config
 from clippo.train.schedules import create_schedule
 
 
@@ -307,17 +307,7 @@ def run(
         shard_model(model, torch.bfloat16 if bf16 else None)
     total_steps = task.total_steps
     schedule = create_schedule(total_steps, **dataclasses.asdict(cfg.optim.schedule))
-    optim = cfg.optim
-    optimizer, scheduler = build_optimizer(
-        model,
-        name=optim.name,
-        lr=optim.lr,
-        wd=optim.wd * optim.lr if optim.wd_times_lr else optim.wd,
-        schedule=schedule,
-        grad_clip_norm=optim.grad_clip_norm,
-        lr_mults=optim.lr_mults,
-        **optim.kwargs,
-    )
+    optimizer, scheduler = optimizer_from_config(model, cfg.optim, schedule)
     step = 0
     passed_over: list[str] = []
     state = load_latest_checkpoint(ckpt_dir, passed_over) if resume else None
@@ -393,7 +383,7 @@ def run(
                     "train/loss": all_reduce_mean(out.loss.detach()).item(),
                     **{f"train/{k}": _scalar(v) for k, v in out.metrics.items()},
                     **{f"train/{k}": v for k, v in task.logged(model).items()},
-                    "train/lr": optim.lr * schedule(step - 1),
+                    "train/lr": cfg.optim.lr * schedule(step - 1),
                     "train/grad_norm": float(optimizer.grad_norm),
                     "train/examples_per_s": seen / dt,
                     "train/skipped_images": sum(skipped.values()),

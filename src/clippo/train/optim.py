@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from clippo.train.distributed import full_like, is_sharded, local_tensor, shard_of
+
+if TYPE_CHECKING:
+    from clippo.train.config import OptimConfig
 
 # Weight decay goes to "kernels" only, big_vision's ``.*/kernel$`` mask.
 KERNEL_MODULES = (nn.Linear, nn.Conv2d)
@@ -495,3 +499,19 @@ def build_optimizer(
         groups = _split_by_lr_mult(model, groups, lr_mults, lr)
     optimizer = OPTIMIZERS[name](groups, lr, wd=wd, grad_clip_norm=grad_clip_norm, **opt_kwargs)
     return optimizer, ScheduleMultiplier(optimizer, schedule)
+
+
+def optimizer_from_config(
+    model: nn.Module, optim: OptimConfig, schedule: Callable[[int], float]
+) -> tuple[_DecoupledOptimizer, ScheduleMultiplier]:
+    """``build_optimizer`` as a config's ``optim`` section sets it: what training runs."""
+    return build_optimizer(
+        model,
+        name=optim.name,
+        lr=optim.lr,
+        wd=optim.wd * optim.lr if optim.wd_times_lr else optim.wd,
+        schedule=schedule,
+        grad_clip_norm=optim.grad_clip_norm,
+        lr_mults=optim.lr_mults,
+        **optim.kwargs,
+    )
