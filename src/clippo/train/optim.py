@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from clippo.train.distributed import full_like, is_sharded, local_tensor, shard_of
-
-if TYPE_CHECKING:
-    from clippo.train.config import OptimConfig
 
 # Weight decay goes to "kernels" only, big_vision's ``.*/kernel$`` mask.
 KERNEL_MODULES = (nn.Linear, nn.Conv2d)
@@ -502,9 +499,10 @@ def build_optimizer(
 
 
 def optimizer_from_config(
-    model: nn.Module, optim: OptimConfig, schedule: Callable[[int], float]
+    model: nn.Module, optim: Any, schedule: Callable[[int], float]
 ) -> tuple[_DecoupledOptimizer, ScheduleMultiplier]:
-    """``build_optimizer`` as a config's ``optim`` section sets it: what training runs."""
+    """``build_optimizer`` as a config's ``optim`` section (a ``clippo.train.config.OptimConfig``,
+    not imported: config imports this module) sets it: what training runs."""
     return build_optimizer(
         model,
         name=optim.name,
