@@ -1,5 +1,6 @@
 """Per-language retrieval (XM3600 protocol) and bitext retrieval, hand-checked on 2-D embeddings;
-the evaluator on a caption set in XM3600's layout, end to end, and the per-language plot."""
+the evaluator on a caption set in XM3600's layout, end to end, and the per-language plot; the
+bitext evaluator on held-out text pairs (``kind: textpairs``), hand-checked."""
 
 from __future__ import annotations
 
@@ -182,3 +183,79 @@ def test_cli_eval_multilingual_writes_metrics_and_plot(tiny_model, tmp_path, cap
     assert "bitext_recall@5" in printed and "\nmean " in printed
     assert main(["eval"]) == 2  # the plain form still needs --model
     assert "--model is required" in capsys.readouterr().err
+
+
+# Held-out text pairs (kind: textpairs) and the bitext evaluator. Pivots (text_a) at 0, 90, 180
+# degrees; each text_b's angle is chosen so its rank is read off the angles.
+PAIR_VECTORS = {
+    "cat": _at(0), "dog": _at(90), "house": _at(180),
+    "chat": _at(10),  # nearest its pivot cat -> hit
+    "Katze": _at(80),  # cat's, but dog (10 degrees) is nearer than cat (80) -> rank 1
+    "chien": _at(95),  # dog's -> hit
+    "maison": _at(130),  # house's (50 degrees), but dog is nearer (40) -> rank 1
+}  # fmt: skip
+PAIRS = [("cat", "chat"), ("cat", "Katze"), ("dog", "chien"), ("house", "maison")]
+
+
+class _TableModel(torch.nn.Module):
+    """encode_text from a table, counting what it was asked to embed."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.embedded: list[str] = []
+
+    def encode_text(self, texts):
+        self.embedded.extend(texts)
+        return torch.tensor([PAIR_VECTORS[t] for t in texts])
+
+
+def _pair_set(tmp_path, pairs=PAIRS):
+    from clippo.data.build.textpairs import write_text_pair_shards
+
+    write_text_pair_shards(pairs, tmp_path, source="translation", shard_size=3)  # 2 shards
+    return str(tmp_path / "train-*.tar")
+
+
+def test_read_text_pair_set_keeps_each_pivot_once(tmp_path):
+    from clippo.data.textpairs import read_text_pair_set
+
+    data = read_text_pair_set(_pair_set(tmp_path))
+    assert len(data) == 4 and sorted(data.pivots) == ["cat", "dog", "house"]  # cat: one row
+    got = sorted((data.pivots[t], q) for q, t in zip(data.queries, data.targets, strict=True))
+    assert got == sorted(PAIRS)
+    with pytest.raises(FileNotFoundError):
+        read_text_pair_set(str(tmp_path / "none-*.tar"))
+
+
+def test_bitext_evaluator_on_held_out_pairs_hand_counted(tmp_path):
+    pattern = _pair_set(tmp_path)
+    dev = EvalSetConfig(data=pattern, kind="textpairs", evaluators={"bitext": {"ks": [1, 2]}})
+    sets = EvalSets({"dev": dev}, batch_size=3)
+    model = _TableModel()
+    out = sets.run(model)
+    # text_b -> text_a among the 3 distinct pivots: chat, chien hit; Katze, maison at rank 1.
+    assert out["dev/b2a_recall@1"] == pytest.approx(0.5)
+    assert out["dev/b2a_recall@2"] == pytest.approx(1.0)
+    # text_a -> any of its text_b: cat's best is chat (10 degrees, nothing else nearer), dog's
+    # chien (5; Katze is 10 away), house's maison (50; chien 85) -> all at rank 0.
+    assert out["dev/a2b_recall@1"] == pytest.approx(1.0)
+    assert (out["dev/pairs"], out["dev/pivots"]) == (4, 3)
+    assert sorted(model.embedded) == sorted(PAIR_VECTORS)  # each distinct string once
+
+
+def test_textpairs_sets_and_the_bitext_evaluator_go_together(tmp_path, openclipart_small):
+    pattern = _pair_set(tmp_path)
+    with pytest.raises(ConfigError, match="evaluators.retrieval: a textpairs set has no images"):
+        EvalSets(
+            {"dev": EvalSetConfig(data=pattern, kind="textpairs", evaluators={"retrieval": {}})}
+        )
+    out, stats = openclipart_small
+    with pytest.raises(ConfigError, match="evaluators.bitext: needs held-out text pairs: set "
+                       r"eval.sets.dev.kind: textpairs"):  # fmt: skip
+        EvalSets(
+            {"dev": EvalSetConfig(data=str(out / stats["val_pattern"]), evaluators={"bitext": {}})}
+        )
+    with pytest.raises(ValueError, match="no text pairs in"):  # image shards are not pairs
+        EvalSets({"dev": EvalSetConfig(data=str(out / stats["val_pattern"]), kind="textpairs",
+                                       evaluators={"bitext": {}})})  # fmt: skip

@@ -8,6 +8,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch.utils.data import IterableDataset
@@ -35,6 +36,32 @@ def iter_text_pairs(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> It
             meta = json.loads(sample["json"])
             if isinstance(meta, dict) and "text_a" in meta and "text_b" in meta:
                 yield meta["text_a"], meta["text_b"]
+
+
+@dataclass
+class TextPairSet:
+    """Held-out text pairs for bitext retrieval: the distinct ``text_a`` strings (``pivots``)
+    and, per pair, its ``text_b`` (``queries``) and the row of its ``text_a`` (``targets``).
+    A pivot repeated across pairs (one English word, several languages) is one candidate."""
+
+    pivots: list[str]
+    queries: list[str]
+    targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def read_text_pair_set(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> TextPairSet:
+    """The pairs of ``urls`` (a ``val-*.tar`` of ``clippo data textpairs``) as a TextPairSet."""
+    row_of: dict[str, int] = {}
+    queries, targets = [], []
+    for a, b in iter_text_pairs(urls):
+        targets.append(row_of.setdefault(a, len(row_of)))
+        queries.append(b)
+    if not queries:
+        raise ValueError(f"no text pairs in {urls!r} (samples with text_a and text_b in JSON)")
+    return TextPairSet(list(row_of), queries, targets)
 
 
 # --------------------------------------------------------------------------------------------

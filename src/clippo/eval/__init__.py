@@ -5,7 +5,11 @@ Importing this package registers every evaluator (``clippo.eval.registry``); eva
 """
 
 from clippo.eval.fewshot import FewShotEvaluator, fewshot_lsr, lsr_predict, sample_fewshot_indices
-from clippo.eval.multilingual import MultilingualRetrievalEvaluator, multilingual_retrieval_metrics
+from clippo.eval.multilingual import (
+    BitextRetrievalEvaluator,
+    MultilingualRetrievalEvaluator,
+    multilingual_retrieval_metrics,
+)
 from clippo.eval.registry import EVALUATORS, build_evaluator, register
 from clippo.eval.retrieval import RetrievalEvaluator, retrieval_metrics, retrieval_ranks
 from clippo.eval.typographic import TypographicAttackEvaluator, attack_metrics
@@ -19,6 +23,7 @@ from clippo.eval.zeroshot import (
 
 __all__ = [
     "EVALUATORS",
+    "BitextRetrievalEvaluator",
     "FewShotEvaluator",
     "MultilingualRetrievalEvaluator",
     "RetrievalEvaluator",

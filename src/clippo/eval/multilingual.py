@@ -10,6 +10,10 @@ Bitext (text->text), per language L other than the pivot (English): each caption
 the pivot captions of *all* images, and is a hit at k when one of its own image's pivot
 captions is among the top k. It measures how well the text side aligns languages, even where
 the image side is weak. Ties count as misses, as in ``retrieval_ranks``.
+
+``bitext`` is the same retrieval on held-out text pairs (a ``kind: textpairs`` set, e.g. the
+``val-*.tar`` of ``clippo data textpairs``): a development score for co-training recipes that
+never reads an evaluation benchmark.
 """
 
 from __future__ import annotations
@@ -103,6 +107,32 @@ def _bitext(
         return {}
     ranks = retrieval_ranks(txt[query_rows], txt[pivot_rows], ids[query_rows], ids[pivot_rows])
     return {f"{lang}/bitext_recall@{k}": (ranks < k).float().mean().item() for k in ks}
+
+
+@register("bitext")
+@dataclass
+class BitextRetrievalEvaluator:
+    """Recall@k on held-out text pairs (a ``kind: textpairs`` set): ``b2a`` (each ``text_b``
+    retrieves its ``text_a`` among the set's distinct ``text_a`` strings, the direction of the
+    multilingual bitext: language X -> English) and ``a2b`` (each distinct ``text_a`` retrieves
+    any of its ``text_b``)."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    needs_texts = True
+    needs_pairs = True  # its set must be text pairs (``kind: textpairs``)
+
+    def __call__(self, ctx) -> dict[str, float]:
+        s = ctx.embedded
+        if s.text_languages is None or "text_a" not in s.text_languages:
+            raise ValueError("the bitext evaluator needs a text-pair set (kind: textpairs)")
+        side = torch.tensor([lang == "text_a" for lang in s.text_languages])
+        pivots = _normalise(s.text[side])
+        metrics = retrieval_metrics(
+            pivots, s.text[~side], s.text_image_ids[~side], ks=tuple(self.ks)
+        )
+        names = {"i2t": "a2b", "t2i": "b2a"}
+        out = {names[k[:3]] + k[3:]: v for k, v in metrics.items()}
+        return {**out, "pairs": int((~side).sum()), "pivots": int(side.sum())}
 
 
 @register("multilingual")

@@ -35,6 +35,7 @@ from clippo.data.benchmarks import (
     sample_per_class,
 )
 from clippo.data.captionsets import CAPTIONS_FILE, CaptionSet, is_caption_set, read_caption_set
+from clippo.data.textpairs import TextPairSet, read_text_pair_set
 from clippo.eval.benchmarks import default_evaluators
 from clippo.eval.registry import build_evaluator
 from clippo.models.base import state_fingerprint
@@ -298,6 +299,38 @@ def embed_caption_set(
     return out
 
 
+@torch.no_grad()
+def embed_text_pairs(
+    model,
+    data: TextPairSet,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> EmbeddedSet:
+    """Embeds a text-pair set: its distinct ``text_a`` strings, then every pair's ``text_b``
+    (each distinct string once), no images. ``text_languages`` marks each row's side
+    (``text_a`` / ``text_b``); ``text_image_ids`` gives every row its ``text_a``'s row."""
+    texts = data.pivots + data.queries
+    unique = list(dict.fromkeys(texts))
+    chunks = [
+        model.encode_text(unique[i : i + batch_size]).float().cpu()
+        for i in range(0, len(unique), batch_size)
+    ]
+    if progress is not None:
+        progress(len(data))  # the bar counts pairs
+    row_of = {t: r for r, t in enumerate(unique)}
+    text = torch.cat(chunks)[torch.tensor([row_of[t] for t in texts])]
+    return EmbeddedSet(
+        image=torch.zeros(0, text.shape[1]),
+        text=text,
+        text_image_ids=torch.tensor(list(range(len(data.pivots))) + data.targets),
+        labels=torch.zeros(0, dtype=torch.long),
+        texts=texts,
+        keys=[],
+        text_languages=["text_a"] * len(data.pivots) + ["text_b"] * len(data.queries),
+    )
+
+
 @dataclass
 class EvalContext:
     """What an evaluator gets: the model, its set's embeddings and shared helpers."""
@@ -344,22 +377,26 @@ class _Set:
     captions: str
     evaluators: dict[str, Any]
     kind: str = ""  # "" (shards or a caption-set folder) or a benchmark kind
-    source: LabelledImages | CaptionSet | None = None  # read once, for file-based sets
+    source: LabelledImages | CaptionSet | TextPairSet | None = None  # read once (files)
 
     @property
     def needs_texts(self) -> bool:
         return any(getattr(e, "needs_texts", False) for e in self.evaluators.values())
 
 
-def _open_source(s: Any, where: str) -> tuple[str, LabelledImages | CaptionSet | None]:
+def _open_source(
+    s: Any, where: str
+) -> tuple[str, LabelledImages | CaptionSet | TextPairSet | None]:
     """The set's kind and its file-based data, read now so a bad layout fails before a run."""
     kind = getattr(s, "kind", "") or ""
     options = dict(getattr(s, "options", None) or {})
+    if kind in ("", "shards", "captions", "textpairs") and options:
+        raise ConfigError(
+            f"{where}.options: only benchmark kinds ({', '.join(KINDS)}) take options"
+        )
+    if kind == "textpairs":
+        return kind, read_text_pair_set(s.data)
     if kind in ("", "shards", "captions"):
-        if options:
-            raise ConfigError(
-                f"{where}.options: only benchmark kinds ({', '.join(KINDS)}) take options"
-            )
         if is_caption_set(s.data):
             return "captions", read_caption_set(s.data)
         if kind == "captions":
@@ -368,7 +405,8 @@ def _open_source(s: Any, where: str) -> tuple[str, LabelledImages | CaptionSet |
         return "shards", None
     if kind not in KINDS:
         raise ConfigError(
-            f"{where}.kind: unknown kind {kind!r}; known: shards, captions, {', '.join(KINDS)}"
+            f"{where}.kind: unknown kind {kind!r}; known: shards, captions, textpairs, "
+            f"{', '.join(KINDS)}"
         )
     unknown = set(options) - {"classnames", "split"}
     if unknown:
@@ -414,6 +452,18 @@ class EvalSets:
             if not evaluators:
                 raise ConfigError(f"{where}.evaluators: list at least one evaluator")
             for key, evaluator in evaluators.items():
+                pairs = getattr(evaluator, "needs_pairs", False)
+                if pairs and kind != "textpairs":
+                    raise ConfigError(
+                        f"{where}.evaluators.{key}: needs held-out text pairs: set {where}.kind: "
+                        f"textpairs and {where}.data to pair shards (`clippo data textpairs`' "
+                        "val-*.tar)"
+                    )
+                if kind == "textpairs" and not pairs:
+                    raise ConfigError(
+                        f"{where}.evaluators.{key}: a textpairs set has no images; its "
+                        "evaluator is bitext"
+                    )
                 if getattr(evaluator, "needs_languages", False) and kind != "captions":
                     raise ConfigError(
                         f"{where}.evaluators.{key}: needs captions per language: set {where}.data "
@@ -472,6 +522,8 @@ class EvalSets:
             batch_size=self.batch_size, workers=self.workers, transform=transform,
             progress=tick, keep_pixels=keep_pixels,
         )  # fmt: skip
+        if isinstance(s.source, TextPairSet):
+            return embed_text_pairs(model, s.source, batch_size=self.batch_size, progress=tick)
         if isinstance(s.source, LabelledImages):
             return embed_labelled_images(model, s.source, **common)
         if isinstance(s.source, CaptionSet):

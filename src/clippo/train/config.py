@@ -160,14 +160,16 @@ class EvalSetConfig:
     """One named evaluation set: its data, its evaluators and their options, its schedule.
 
     ``evaluators`` maps registered names (``clippo.eval.registry``: retrieval, zeroshot,
-    fewshot, multilingual) to their options, e.g. ``{zeroshot: {prompts: openclipart}}``.
+    fewshot, multilingual, bitext, ...) to their options, e.g.
+    ``{zeroshot: {prompts: openclipart}}``.
     Metrics are written as ``SET/METRIC``.
     """
 
     # shard pattern of held-out image/text pairs, or a caption-set folder (XM3600's layout),
-    # or the folder of a benchmark of ``kind``
+    # or the folder of a benchmark of ``kind``, or text-pair shards (kind textpairs)
     data: str = ""
-    # "" (shards or a caption set, by what ``data`` is) or a benchmark in its download layout:
+    # "" (shards or a caption set, by what ``data`` is), textpairs (held-out text pairs of
+    # `clippo data textpairs`, for the bitext evaluator) or a benchmark in its download layout:
     # imagenet, imagefolder, coco, flickr30k (clippo.data.benchmarks); with no evaluators
     # listed, a benchmark gets its default ones (clippo.eval.benchmarks)
     kind: str = ""
