@@ -171,6 +171,20 @@ case ${1:-} in
       --set "data.text_pairs=${ui}1500/train-*.tar" --set train.total_steps=850 \
       && tuxpaint multilingual_cotrain_ui1500 \
         "CLIPPO + pairs with interface messages, 1,500 per language and corpus, 850 steps"
+    # The learning rate chosen on the pairs' held-out 1,000 (the dev set: bitext recall, never
+    # tuxpaint): 250-step pilots at three rates (and batch 128 at 500 steps), then
+    # multilingual_cotrain_ui.yaml (the winner, 1e-3) for 850 steps.
+    dev=(--set "eval.sets={val: {data: '$data/val-*.tar', captions: first, evaluators: \
+{retrieval: {}}}, dev: {kind: textpairs, data: '${ui}1500/val-*.tar', evaluators: {bitext: {}}}}")
+    for lr in 3e-4 1e-3 3e-3; do
+      run "pilot_lr$lr" multilingual_cotrain "${dev[@]}" --set optim.lr=$lr \
+        --set "data.text_pairs=${ui}1500/train-*.tar" --set train.total_steps=250
+    done
+    run pilot_b128_lr1e-3 multilingual_cotrain "${dev[@]}" --set optim.lr=1e-3 \
+      --set "data.text_pairs=${ui}1500/train-*.tar" --set train.total_steps=500 \
+      --set data.batch_size=128
+    run multilingual_cotrain_ui_dev multilingual_cotrain_ui && tuxpaint \
+      multilingual_cotrain_ui_dev "CLIPPO + pairs with interface messages, lr chosen on held-out pairs"
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"

@@ -1,5 +1,6 @@
 """Config loading: YAML onto dataclasses, overrides, and errors that name the bad key."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,32 @@ def test_in_memory_data_and_an_image_feature_cache_exclude_each_other():
 def test_in_memory_data_is_refused_for_fine_tuning(override):
     with pytest.raises(ConfigError, match="leave data.in_memory off"):
         load_config(None, ["data.in_memory=true", override])
+
+
+def test_multilingual_cotrain_ui_is_the_earlier_recipe_with_what_the_dev_set_chose():
+    # docs/multilingual.md: the interface-message pairs, the lr picked on the pairs' held-out
+    # bitext (dev), 850 steps; everything else the names-only recipe's.
+    def flat(cfg, prefix=""):
+        tree = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict) and value and key != "sets":
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    before = flat(load_config(resolve_config("multilingual_cotrain")))
+    after = flat(load_config(resolve_config("multilingual_cotrain_ui")))
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    sets = changed.pop("eval.sets")
+    assert changed == {
+        "data.text_pairs": ("data/textpairs/multi_cldr/train-*.tar",
+                            "data/textpairs/multi_ui1500/train-*.tar"),
+        "optim.lr": (3e-4, 1e-3),
+        "train.total_steps": (700, 850),
+    }  # fmt: skip
+    dev = sets[1]["dev"]
+    assert set(sets[1]) - set(sets[0]) == {"dev"}
+    assert (dev["kind"], list(dev["evaluators"])) == ("textpairs", ["bitext"])
+    assert dev["data"] == "data/textpairs/multi_ui1500/val-*.tar"
