@@ -210,11 +210,11 @@ class _TableModel(torch.nn.Module):
         return torch.tensor([PAIR_VECTORS[t] for t in texts])
 
 
-def _pair_set(tmp_path, pairs=PAIRS):
+def _pair_set(tmp_path, pairs=PAIRS, languages=None):
     from clippo.data.build.textpairs import write_text_pair_shards
 
-    write_text_pair_shards(pairs, tmp_path, source="translation", shard_size=3)  # 2 shards
-    return str(tmp_path / "train-*.tar")
+    write_text_pair_shards(pairs, tmp_path, source="translation", shard_size=3, languages=languages)
+    return str(tmp_path / "train-*.tar")  # 2 shards
 
 
 def test_read_text_pair_set_keeps_each_pivot_once(tmp_path):
@@ -242,6 +242,22 @@ def test_bitext_evaluator_on_held_out_pairs_hand_counted(tmp_path):
     assert out["dev/a2b_recall@1"] == pytest.approx(1.0)
     assert (out["dev/pairs"], out["dev/pivots"]) == (4, 3)
     assert sorted(model.embedded) == sorted(PAIR_VECTORS)  # each distinct string once
+    assert "dev/mean/b2a_recall@1" not in out  # these pairs carry no language
+
+
+def test_bitext_evaluator_per_language_and_their_mean(tmp_path):
+    pattern = _pair_set(tmp_path, languages=["fr", "de", "fr", "fr"])  # Katze: de
+    dev = EvalSetConfig(data=pattern, kind="textpairs", evaluators={"bitext": {"ks": [1, 2]}})
+    out = EvalSets({"dev": dev}).run(_TableModel())
+    # fr: chat and chien hit, maison at rank 1 -> 2/3; de: Katze at rank 1 -> 0.
+    assert out["dev/fr/b2a_recall@1"] == pytest.approx(2 / 3)
+    assert out["dev/de/b2a_recall@1"] == 0.0
+    assert out["dev/mean/b2a_recall@1"] == pytest.approx(1 / 3)  # languages weigh the same
+    assert out["dev/b2a_recall@1"] == pytest.approx(0.5)  # pairs weigh the same
+    assert out["dev/mean/b2a_recall@2"] == 1.0
+    assert (out["dev/languages"], out["dev/fr/pairs"], out["dev/de/pairs"]) == (2, 3, 1)
+    with pytest.raises(ValueError, match="3 languages for 4 pairs: give one per pair"):
+        _pair_set(tmp_path / "bad", languages=["fr", "de", "fr"])
 
 
 def test_textpairs_sets_and_the_bitext_evaluator_go_together(tmp_path, openclipart_small):

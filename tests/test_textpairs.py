@@ -1,6 +1,7 @@
 """Text/text pairs: sentence splitting, the four pair sources on real files, shards, langtasks."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from clippo.data.build.textpairs import (
     write_text_pair_shards,
 )
 from clippo.data.glue import read_task
-from clippo.data.textpairs import iter_text_pairs
+from clippo.data.textpairs import iter_text_pairs, read_text_pair_set
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +170,12 @@ def test_faq_aligns_with_the_reference_manual_aligner_in_latin_and_cjk_scripts()
 
 def test_faq_is_a_translation_corpus_of_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(textpairs.MANUAL_DIRS, "debian-faq", FAQ_FIXTURE)
-    pairs, info = corpus_pairs("translation", ["debian-faq"], lang_b="ja")
+    pairs, info, languages = corpus_pairs("translation", ["debian-faq"], lang_b="ja")
     assert len(pairs) == 3 and info["alignment_dropped"]["section_missing"] == 1
-    pairs, info = corpus_pairs("translation", ["debian-faq"], lang_b="all")
+    assert languages is None  # one language: the pairs need no tag
+    pairs, info, languages = corpus_pairs("translation", ["debian-faq"], lang_b="all")
     assert info["pairs_per_language"] == {"fr": {"debian-faq": 3}, "ja": {"debian-faq": 3}}
-    assert len(pairs) == 6
+    assert len(pairs) == 6 and languages == ["fr"] * 3 + ["ja"] * 3
     out = tmp_path / "faq"
     assert main(["data", "textpairs", "--source", "translation", "--corpus", "debian-faq",
                  "iso-codes", "--lang-b", "fr,ja", "--max-per-language", "5",
@@ -186,6 +188,11 @@ def test_faq_is_a_translation_corpus_of_the_cli(tmp_path, monkeypatch, capsys):
     written = set(iter_text_pairs(str(out / stats["train_pattern"])))
     japanese = "他の文書へのポインタを示します。"
     assert ("Pointers to other documentation will be given.", japanese) in written
+    # Each sample carries its language (the bitext evaluator's per-language scores).
+    held = read_text_pair_set(str(out / stats["train_pattern"]))
+    language_of = dict(zip(held.queries, held.languages, strict=True))
+    assert language_of[japanese] == "ja" and sorted(set(held.languages)) == ["fr", "ja"]
+    assert Counter(held.languages) == {"fr": 8, "ja": 8}
 
 
 @pytest.mark.skipif(

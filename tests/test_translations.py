@@ -177,10 +177,13 @@ def test_gettext_pairs_are_clean_interface_messages_never_tuxpaint(tmp_path):
 
 
 def test_translation_pairs_cap_count_and_refuse_unknown_corpora():
-    pairs, info = translation_pairs(["iso-codes"], ["fr", "ja", "zz"], max_per_language=50)
+    pairs, languages, info = translation_pairs(
+        ["iso-codes"], ["fr", "ja", "zz"], max_per_language=50
+    )
     assert len(pairs) == 100 and info["languages"] == 2  # zz: no catalogue, skipped
+    assert languages == ["fr"] * 50 + ["ja"] * 50  # each pair's locale
     assert info["pairs_per_language"] == {"fr": {"iso-codes": 50}, "ja": {"iso-codes": 50}}
-    again, _ = translation_pairs(["iso-codes"], ["fr", "ja"], max_per_language=50)
+    again, _, _ = translation_pairs(["iso-codes"], ["fr", "ja"], max_per_language=50)
     assert again == pairs  # seeded
     with pytest.raises(ValueError, match=r"unknown translation corpora \['wiki'\]"):
         translation_pairs(["wiki"], ["fr"])
@@ -190,12 +193,15 @@ def test_translation_pairs_cap_count_and_refuse_unknown_corpora():
 
 @pytest.mark.skipif("fr" not in freedict_locales(), reason="needs dict-freedict-eng-fra")
 def test_corpus_pairs_reads_many_languages_through_the_translation_source():
-    pairs, info = corpus_pairs(
+    pairs, info, languages = corpus_pairs(
         "translation", ["freedict", "iso-codes"], lang_b="fr,ja", max_per_language=20
     )
     counts = info["pairs_per_language"]
     assert counts["fr"] == {"freedict": 20, "iso-codes": 20} and counts["ja"]["iso-codes"] == 20
     assert len(pairs) == sum(sum(c.values()) for c in counts.values())
+    assert {lang: languages.count(lang) for lang in set(languages)} == {
+        lang: sum(c.values()) for lang, c in counts.items()
+    }  # each pair tagged with its own language
 
 
 def _annotations(root, stem, names, *, keywords=()):
@@ -235,7 +241,7 @@ def test_cldr_annotations_pair_english_and_translated_short_names(tmp_path):
 
 @pytest.mark.skipif(not cldr_locales(), reason="needs unicode-cldr-core")
 def test_cldr_preset_reaches_scripts_the_dictionaries_miss():
-    pairs, info = translation_pairs(["cldr"], ["fa", "hy", "ta", "zh_CN", "nso"])
+    pairs, _, info = translation_pairs(["cldr"], ["fa", "hy", "ta", "zh_CN", "nso"])
     assert ("frog", "قورباغه") in pairs and ("frog", "գորտ") in pairs
     assert ("frog", "青蛙") in pairs
     assert set(info["pairs_per_language"]) == {"fa", "hy", "ta", "zh_CN"}  # nso: none in CLDR

@@ -682,7 +682,7 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
 
     from clippo.data.build.textpairs import corpus_pairs, write_text_pair_shards
 
-    pairs, info = corpus_pairs(
+    pairs, info, languages = corpus_pairs(
         args.source,
         args.corpus,
         lang=args.lang,
@@ -702,6 +702,7 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
             shard_size=args.shard_size,
             info=info,
             progress=bar.update,
+            languages=languages,
         )
     print(json.dumps({k: v for k, v in stats.items() if k != "shards"}, indent=2))
     return 0

@@ -25,8 +25,8 @@ from clippo.data.shards import (
 Pair = tuple[str, str]
 
 
-def iter_text_pairs(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterator[Pair]:
-    """``(text_a, text_b)`` from text-pair shards, in shard order; bad shards raise ValueError."""
+def _pair_records(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterator[dict]:
+    """The JSON of every text-pair sample, in shard order; bad shards raise ValueError."""
     for url in expand_urls(urls):
         for sample in iter_tar_samples(url):
             if "__error__" in sample:
@@ -35,18 +35,26 @@ def iter_text_pairs(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> It
                 continue
             meta = json.loads(sample["json"])
             if isinstance(meta, dict) and "text_a" in meta and "text_b" in meta:
-                yield meta["text_a"], meta["text_b"]
+                yield meta
+
+
+def iter_text_pairs(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterator[Pair]:
+    """``(text_a, text_b)`` from text-pair shards, in shard order; bad shards raise ValueError."""
+    for meta in _pair_records(urls):
+        yield meta["text_a"], meta["text_b"]
 
 
 @dataclass
 class TextPairSet:
     """Held-out text pairs for bitext retrieval: the distinct ``text_a`` strings (``pivots``)
-    and, per pair, its ``text_b`` (``queries``) and the row of its ``text_a`` (``targets``).
-    A pivot repeated across pairs (one English word, several languages) is one candidate."""
+    and, per pair, its ``text_b`` (``queries``), the row of its ``text_a`` (``targets``) and
+    its language (``languages``: the shards' ``lang``, "" where a pair has none). A pivot
+    repeated across pairs (one English word, several languages) is one candidate."""
 
     pivots: list[str]
     queries: list[str]
     targets: list[int]
+    languages: list[str]
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -55,13 +63,14 @@ class TextPairSet:
 def read_text_pair_set(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> TextPairSet:
     """The pairs of ``urls`` (a ``val-*.tar`` of ``clippo data textpairs``) as a TextPairSet."""
     row_of: dict[str, int] = {}
-    queries, targets = [], []
-    for a, b in iter_text_pairs(urls):
-        targets.append(row_of.setdefault(a, len(row_of)))
-        queries.append(b)
+    queries, targets, languages = [], [], []
+    for meta in _pair_records(urls):
+        targets.append(row_of.setdefault(meta["text_a"], len(row_of)))
+        queries.append(meta["text_b"])
+        languages.append(str(meta.get("lang", "")))
     if not queries:
         raise ValueError(f"no text pairs in {urls!r} (samples with text_a and text_b in JSON)")
-    return TextPairSet(list(row_of), queries, targets)
+    return TextPairSet(list(row_of), queries, targets, languages)
 
 
 # --------------------------------------------------------------------------------------------

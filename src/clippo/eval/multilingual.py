@@ -115,7 +115,9 @@ class BitextRetrievalEvaluator:
     """Recall@k on held-out text pairs (a ``kind: textpairs`` set): ``b2a`` (each ``text_b``
     retrieves its ``text_a`` among the set's distinct ``text_a`` strings, the direction of the
     multilingual bitext: language X -> English) and ``a2b`` (each distinct ``text_a`` retrieves
-    any of its ``text_b``)."""
+    any of its ``text_b``). Where the pairs carry their language (``clippo data textpairs``
+    with several languages): ``LANG/b2a_recall@k`` per language and ``mean/b2a_recall@k``, the
+    languages weighing the same, as tuxpaint's and XM3600's means do."""
 
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     needs_texts = True
@@ -126,13 +128,30 @@ class BitextRetrievalEvaluator:
         if s.text_languages is None or "text_a" not in s.text_languages:
             raise ValueError("the bitext evaluator needs a text-pair set (kind: textpairs)")
         side = torch.tensor([lang == "text_a" for lang in s.text_languages])
-        pivots = _normalise(s.text[side])
-        metrics = retrieval_metrics(
-            pivots, s.text[~side], s.text_image_ids[~side], ks=tuple(self.ks)
-        )
+        ks = tuple(self.ks)
+        metrics = retrieval_metrics(s.text[side], s.text[~side], s.text_image_ids[~side], ks=ks)
         names = {"i2t": "a2b", "t2i": "b2a"}
         out = {names[k[:3]] + k[3:]: v for k, v in metrics.items()}
-        return {**out, "pairs": int((~side).sum()), "pivots": int(side.sum())}
+        out.update(pairs=int((~side).sum()), pivots=int(side.sum()))
+        languages = [lang for lang in s.text_languages if lang != "text_a"]
+        if "" in languages:  # pairs written without their language
+            return out
+        ranks = retrieval_ranks(
+            _normalise(s.text[~side]),
+            _normalise(s.text[side]),
+            s.text_image_ids[~side],
+            s.text_image_ids[side],
+        )
+        by_lang: dict[str, list[int]] = {}
+        for row, lang in enumerate(languages):
+            by_lang.setdefault(lang, []).append(row)
+        for k in ks:
+            per = {lang: (ranks[rows] < k).float().mean().item() for lang, rows in by_lang.items()}
+            out.update({f"{lang}/b2a_recall@{k}": value for lang, value in sorted(per.items())})
+            out[f"mean/b2a_recall@{k}"] = sum(per.values()) / len(per)
+        out.update({f"{lang}/pairs": len(rows) for lang, rows in sorted(by_lang.items())})
+        out["languages"] = len(by_lang)
+        return out
 
 
 @register("multilingual")

@@ -308,8 +308,9 @@ def embed_text_pairs(
     progress: Callable[[int], None] | None = None,
 ) -> EmbeddedSet:
     """Embeds a text-pair set: its distinct ``text_a`` strings, then every pair's ``text_b``
-    (each distinct string once), no images. ``text_languages`` marks each row's side
-    (``text_a`` / ``text_b``); ``text_image_ids`` gives every row its ``text_a``'s row."""
+    (each distinct string once), no images. ``text_languages`` is ``text_a`` for the first
+    side's rows and the pair's language ("" where none) for the second's; ``text_image_ids``
+    gives every row its ``text_a``'s row."""
     texts = data.pivots + data.queries
     unique = list(dict.fromkeys(texts))
     chunks = [
@@ -327,7 +328,7 @@ def embed_text_pairs(
         labels=torch.zeros(0, dtype=torch.long),
         texts=texts,
         keys=[],
-        text_languages=["text_a"] * len(data.pivots) + ["text_b"] * len(data.queries),
+        text_languages=["text_a"] * len(data.pivots) + data.languages,
     )
 
 

@@ -526,8 +526,9 @@ def corpus_pairs(
     dropout_rate: float = 0.1,
     seed: int = 0,
     max_per_language: int | None = None,
-) -> tuple[list[Pair], dict[str, Any]]:
-    """All pairs of ``source`` from ``corpus`` and a description of what was read and dropped.
+) -> tuple[list[Pair], dict[str, Any], list[str] | None]:
+    """All pairs of ``source`` from ``corpus``, a description of what was read and dropped, and
+    each pair's language where several are read at once (else None).
 
     ``translation``: a manual (``debian-reference`` or ``debian-faq``, aligned
     ``lang``/``lang_b`` by ``align_debian_manual``), two files of aligned lines, or ``.tsv``
@@ -541,6 +542,7 @@ def corpus_pairs(
     if source not in PAIR_SOURCES:
         raise ValueError(f"unknown pair source {source!r}; valid: {list(PAIR_SOURCES)}")
     info: dict[str, Any] = {}
+    languages: list[str] | None = None
     if source == "nsp":
         documents = corpus_documents(corpus, lang)
         info.update(documents=len(documents), sentences=sum(map(len, documents)))
@@ -553,7 +555,7 @@ def corpus_pairs(
     elif source == "translation":
         if any(c in TRANSLATION_PRESETS for c in corpus) or "," in lang_b or lang_b == "all":
             # Many languages at once (clippo.data.build.translations).
-            pairs, more = translation_pairs(
+            pairs, languages, more = translation_pairs(
                 corpus,
                 lang_b.split(","),
                 max_per_language=max_per_language,
@@ -578,7 +580,7 @@ def corpus_pairs(
             pairs = [p for path in corpus for p in read_tsv_pairs(path)]
     else:
         pairs = [p for path in corpus for p in read_backtranslation_pairs(path)]
-    return pairs, info
+    return pairs, info, languages
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,24 +598,33 @@ def write_text_pair_shards(
     shard_size: int = 10_000,
     info: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
+    languages: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Shuffle, deduplicate and write pairs as ``train-*.tar`` / ``val-*.tar``; return stats.
 
-    Each sample is ``KEY.json``: ``{"text_a", "text_b", "source"}``. ``stats.json`` records the
-    counts, the shard names and ``info`` (what the corpus reader reported).
+    Each sample is ``KEY.json``: ``{"text_a", "text_b", "source"}``, and ``"lang"`` (the pair's
+    ``languages`` entry; a pair repeated in two languages keeps the first) where given.
+    ``stats.json`` records the counts, the shard names and ``info`` (what the corpus reader
+    reported).
     """
     if shard_size < 1 or val_size < 0:
         raise ValueError("shard_size must be >= 1 and val_size >= 0")
     start = time.perf_counter()
+    pairs = list(pairs)
+    if languages is not None and len(languages) != len(pairs):
+        raise ValueError(f"{len(languages)} languages for {len(pairs)} pairs: give one per pair")
     seen: set[Pair] = set()
     unique: list[Pair] = []
+    unique_languages: list[str] = []
     duplicates = 0
-    for pair in pairs:
+    for i, pair in enumerate(pairs):
         if pair in seen:
             duplicates += 1
         else:
             seen.add(pair)
             unique.append(pair)
+            if languages is not None:
+                unique_languages.append(languages[i])
     if len(unique) <= val_size:
         raise ValueError(f"val_size={val_size} leaves no training pairs from {len(unique)}")
     order = np.random.default_rng(seed).permutation(len(unique)).tolist()
@@ -622,6 +633,8 @@ def write_text_pair_shards(
     def members(split: str, i: int) -> list[tuple[str, bytes]]:
         a, b = unique[i]
         meta = {"text_a": a, "text_b": b, "source": source}
+        if languages is not None:
+            meta["lang"] = unique_languages[i]
         return [(f"{source}{i:08d}.json", json.dumps(meta, ensure_ascii=False).encode())]
 
     written = write_split_shards(out_dir, splits, members, shard_size=shard_size, progress=progress)

@@ -329,11 +329,11 @@ def translation_pairs(
     max_per_language: int | None = None,
     seed: int = 0,
     extra: dict[str, ExtraCorpus] | None = None,
-) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+) -> tuple[list[tuple[str, str]], list[str], dict[str, Any]]:
     """English-X pairs from ``corpora`` (``TRANSLATION_PRESETS``, or names of ``extra``) for
     each of ``locales`` (``["all"]``: every locale one of the corpora has); at most
-    ``max_per_language`` per language and corpus (a seeded sample). Returns the pairs and
-    per-language counts."""
+    ``max_per_language`` per language and corpus (a seeded sample). Returns the pairs, each
+    pair's locale and the per-language counts."""
     sources = TRANSLATION_SOURCES | (extra or {})
     bad = [c for c in corpora if c not in sources]
     if bad:
@@ -343,6 +343,7 @@ def translation_pairs(
         locales = sorted(available - {"en"})
     rng = np.random.default_rng(seed)
     pairs: list[tuple[str, str]] = []
+    languages: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     for corpus in corpora:
         have = set(sources[corpus].locales())  # listed once per corpus, not per locale
@@ -355,6 +356,7 @@ def translation_pairs(
                 found = [found[i] for i in keep]
             counts.setdefault(locale, {})[corpus] = len(found)
             pairs.extend(found)
+            languages.extend([locale] * len(found))
     if not pairs:
         raise ValueError(f"no translation pairs from {list(corpora)} for locales {list(locales)}")
-    return pairs, {"languages": len(counts), "pairs_per_language": counts}
+    return pairs, languages, {"languages": len(counts), "pairs_per_language": counts}
