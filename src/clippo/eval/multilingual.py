@@ -128,25 +128,23 @@ class BitextRetrievalEvaluator:
         if s.text_languages is None or "text_a" not in s.text_languages:
             raise ValueError("the bitext evaluator needs a text-pair set (kind: textpairs)")
         side = torch.tensor([lang == "text_a" for lang in s.text_languages])
-        ks = tuple(self.ks)
-        metrics = retrieval_metrics(s.text[side], s.text[~side], s.text_image_ids[~side], ks=ks)
-        names = {"i2t": "a2b", "t2i": "b2a"}
-        out = {names[k[:3]] + k[3:]: v for k, v in metrics.items()}
-        out.update(pairs=int((~side).sum()), pivots=int(side.sum()))
+        pivots, queries = _normalise(s.text[side]), _normalise(s.text[~side])
+        pivot_ids, targets = s.text_image_ids[side], s.text_image_ids[~side]
+        b2a = retrieval_ranks(queries, pivots, targets, pivot_ids)
+        a2b = retrieval_ranks(pivots, queries, pivot_ids, targets)
+        out: dict[str, float] = {}
+        for k in self.ks:
+            out[f"a2b_recall@{k}"] = (a2b < k).float().mean().item()
+            out[f"b2a_recall@{k}"] = (b2a < k).float().mean().item()
+        out.update(pairs=len(targets), pivots=len(pivot_ids))
         languages = [lang for lang in s.text_languages if lang != "text_a"]
         if "" in languages:  # pairs written without their language
             return out
-        ranks = retrieval_ranks(
-            _normalise(s.text[~side]),
-            _normalise(s.text[side]),
-            s.text_image_ids[~side],
-            s.text_image_ids[side],
-        )
         by_lang: dict[str, list[int]] = {}
         for row, lang in enumerate(languages):
             by_lang.setdefault(lang, []).append(row)
-        for k in ks:
-            per = {lang: (ranks[rows] < k).float().mean().item() for lang, rows in by_lang.items()}
+        for k in self.ks:
+            per = {lang: (b2a[rows] < k).float().mean().item() for lang, rows in by_lang.items()}
             out.update({f"{lang}/b2a_recall@{k}": value for lang, value in sorted(per.items())})
             out[f"mean/b2a_recall@{k}"] = sum(per.values()) / len(per)
         out.update({f"{lang}/pairs": len(rows) for lang, rows in sorted(by_lang.items())})
