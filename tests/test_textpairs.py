@@ -345,3 +345,33 @@ def test_cli_langtasks_writes_glue_layout(tmp_path, capsys):
         .startswith("index\tsentence1\tsentence2\tlabel\n")
     )
     assert "manual_translation" in capsys.readouterr().out
+
+
+def test_min_per_language_repeats_small_languages_and_keeps_the_val_split(tmp_path):
+    pairs = [(f"en{i}", f"fr{i}") for i in range(10)] + [(f"en{i}", f"nso{i}") for i in range(3)]
+    languages = ["fr"] * 10 + ["nso"] * 3
+    common = dict(source="translation", val_size=4, shard_size=5, languages=languages)
+    plain = write_text_pair_shards(pairs, tmp_path / "plain", **common)
+    balanced = write_text_pair_shards(pairs, tmp_path / "bal", min_per_language=8, **common)
+
+    def read(name, stats, split):
+        return list(iter_text_pairs(str(tmp_path / name / stats[f"{split}_pattern"])))
+
+    assert read("bal", balanced, "val") == read("plain", plain, "val")  # the same dev set
+    train = read("bal", balanced, "train")
+    plain_train = read("plain", plain, "train")
+    per_lang = Counter("nso" if b.startswith("nso") else "fr" for _, b in train)
+    nso = sum(1 for _, b in plain_train if b.startswith("nso"))
+    fr = len(plain_train) - nso
+    assert per_lang["nso"] == 8 and per_lang["fr"] == max(fr, 8)  # fr: repeated only below 8
+    assert set(train) == set(plain_train)  # repeats, nothing new
+    counts = Counter(train)
+    assert (
+        max(counts[p] for p in plain_train if p[1].startswith("nso"))
+        - min(counts[p] for p in plain_train if p[1].startswith("nso"))
+        <= 1
+    )  # whole passes first, then part of one
+    assert balanced["repeated"] == {"nso": 8 - nso, **({"fr": 8 - fr} if fr < 8 else {})}
+    assert balanced["train"] == len(train) and "repeated" not in plain
+    with pytest.raises(ValueError, match="min_per_language needs each pair's language"):
+        write_text_pair_shards(pairs, tmp_path / "x", source="translation", min_per_language=8)

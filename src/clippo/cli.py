@@ -703,6 +703,7 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
             info=info,
             progress=bar.update,
             languages=languages,
+            min_per_language=args.min_per_language,
         )
     print(json.dumps({k: v for k, v in stats.items() if k != "shards"}, indent=2))
     return 0
@@ -1022,6 +1023,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="translation: at most this many pairs per language and corpus (a seeded sample)",
+    )
+    tp.add_argument(
+        "--min-per-language",
+        type=int,
+        default=0,
+        help="translation, several languages: repeat a language's training pairs up to this "
+        "many (balances the batches; the val split is unchanged)",
     )
     tp.add_argument("--dropout-rate", type=float, default=0.1)
     tp.add_argument("--val-size", type=int, default=0)

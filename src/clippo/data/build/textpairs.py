@@ -599,20 +599,26 @@ def write_text_pair_shards(
     info: dict[str, Any] | None = None,
     progress: Callable[[int], Any] | None = None,
     languages: Sequence[str] | None = None,
+    min_per_language: int = 0,
 ) -> dict[str, Any]:
     """Shuffle, deduplicate and write pairs as ``train-*.tar`` / ``val-*.tar``; return stats.
 
     Each sample is ``KEY.json``: ``{"text_a", "text_b", "source"}``, and ``"lang"`` (the pair's
     ``languages`` entry; a pair repeated in two languages keeps the first) where given.
+    ``min_per_language`` balances the training split: a language with fewer training pairs
+    is repeated (whole passes, then a seeded part of one) up to that many, so it weighs more
+    in every batch; the validation split is drawn first and is the same with or without it.
     ``stats.json`` records the counts, the shard names and ``info`` (what the corpus reader
     reported).
     """
-    if shard_size < 1 or val_size < 0:
-        raise ValueError("shard_size must be >= 1 and val_size >= 0")
+    if shard_size < 1 or val_size < 0 or min_per_language < 0:
+        raise ValueError("shard_size must be >= 1, val_size and min_per_language >= 0")
     start = time.perf_counter()
     pairs = list(pairs)
     if languages is not None and len(languages) != len(pairs):
         raise ValueError(f"{len(languages)} languages for {len(pairs)} pairs: give one per pair")
+    if min_per_language and languages is None:
+        raise ValueError("min_per_language needs each pair's language (several --lang-b)")
     seen: set[Pair] = set()
     unique: list[Pair] = []
     unique_languages: list[str] = []
@@ -628,14 +634,36 @@ def write_text_pair_shards(
     if len(unique) <= val_size:
         raise ValueError(f"val_size={val_size} leaves no training pairs from {len(unique)}")
     order = np.random.default_rng(seed).permutation(len(unique)).tolist()
-    splits = {"val": order[:val_size], "train": order[val_size:]}
+    # A sample is (pair index, copy): copy 0 is the pair itself, copies 1+ its repeats.
+    samples = {"val": [(i, 0) for i in order[:val_size]]}
+    samples["train"] = [(i, 0) for i in order[val_size:]]
+    repeated: dict[str, int] = {}
+    if min_per_language:
+        rng = np.random.default_rng(seed + 1)
+        by_lang: dict[str, list[int]] = {}
+        for i in order[val_size:]:
+            by_lang.setdefault(unique_languages[i], []).append(i)
+        for lang, rows in sorted(by_lang.items()):
+            need = min_per_language - len(rows)
+            if need <= 0:
+                continue
+            whole, part = divmod(need, len(rows))
+            for copy in range(1, whole + 1):
+                samples["train"] += [(i, copy) for i in rows]
+            samples["train"] += [(i, whole + 1) for i in rng.permutation(rows)[:part].tolist()]
+            repeated[lang] = need
+        shuffle = rng.permutation(len(samples["train"]))
+        samples["train"] = [samples["train"][j] for j in shuffle]
+    splits = {split: range(len(items)) for split, items in samples.items()}
 
-    def members(split: str, i: int) -> list[tuple[str, bytes]]:
+    def members(split: str, j: int) -> list[tuple[str, bytes]]:
+        i, copy = samples[split][j]
         a, b = unique[i]
         meta = {"text_a": a, "text_b": b, "source": source}
         if languages is not None:
             meta["lang"] = unique_languages[i]
-        return [(f"{source}{i:08d}.json", json.dumps(meta, ensure_ascii=False).encode())]
+        key = f"{source}{i:08d}" + (f"r{copy}" if copy else "")
+        return [(f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())]
 
     written = write_split_shards(out_dir, splits, members, shard_size=shard_size, progress=progress)
     lengths = np.array([len(t) for p in unique for t in p])
@@ -645,6 +673,7 @@ def write_text_pair_shards(
         "duplicates_dropped": duplicates,
         "train": len(splits["train"]),
         "val": len(splits["val"]),
+        **({"min_per_language": min_per_language, "repeated": repeated} if repeated else {}),
         "chars_mean": round(float(lengths.mean()), 1),
         "chars_p95": int(np.percentile(lengths, 95)),
         "seed": seed,
