@@ -185,6 +185,14 @@ case ${1:-} in
       --set data.batch_size=128
     run multilingual_cotrain_ui_dev multilingual_cotrain_ui && tuxpaint \
       multilingual_cotrain_ui_dev "CLIPPO + pairs with interface messages, lr chosen on held-out pairs"
+    # The same with the languages balanced: each repeated up to 4,000 training pairs (the val
+    # split, so the dev set, unchanged).
+    [[ -f ${ui}1500_bal/stats.json ]] || clippo data textpairs --source translation \
+      --corpus freedict iso-codes cldr gettext --max-per-language 1500 --min-per-language 4000 \
+      --val-size 1000 --out "${ui}1500_bal" --lang-b "$langs"
+    run multilingual_cotrain_ui_bal multilingual_cotrain_ui \
+      --set "data.text_pairs=${ui}1500_bal/train-*.tar" && tuxpaint multilingual_cotrain_ui_bal \
+      "CLIPPO + pairs with interface messages, languages balanced"
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"
