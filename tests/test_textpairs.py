@@ -193,6 +193,11 @@ def test_faq_is_a_translation_corpus_of_the_cli(tmp_path, monkeypatch, capsys):
     language_of = dict(zip(held.queries, held.languages, strict=True))
     assert language_of[japanese] == "ja" and sorted(set(held.languages)) == ["fr", "ja"]
     assert Counter(held.languages) == {"fr": 8, "ja": 8}
+    assert main(["data", "textpairs", "--source", "translation", "--corpus", "debian-faq",
+                 "iso-codes", "--lang-b", "fr,ja", "--max-per-language", "5",
+                 "--min-per-language", "10", "--out", str(tmp_path / "bal")]) == 0  # fmt: skip
+    balanced = json.loads((tmp_path / "bal" / "stats.json").read_text())
+    assert (balanced["train"], balanced["repeated"]) == (20, {"fr": 2, "ja": 2})
 
 
 @pytest.mark.skipif(

@@ -692,7 +692,8 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
         max_per_language=args.max_per_language,
     )
     info = {"corpus": list(args.corpus), **info}
-    with tqdm(total=len(pairs), desc=f"{args.source} pairs", unit="pair") as bar:
+    total = None if args.min_per_language else len(pairs)  # repeats: known once written
+    with tqdm(total=total, desc=f"{args.source} pairs", unit="pair") as bar:
         stats = write_text_pair_shards(
             pairs,
             args.out,
