@@ -143,14 +143,14 @@ case ${1:-} in
     langs=ach,af,ak,am,an,ar,ast,be,bg,ca,ca@valencia,cs,cy,da,de,el,eo,es,eu,fa,ff,fi,fr,ga,gd
     langs+=,gl,gu,he,hi,hr,hu,hy,id,is,it,iu,ja,ka,kab,km,ko,ku,lt,lv,mk,ml,ms,nb,nl,nn,nso,oc,pl
     langs+=,pt,pt_BR,ro,ru,shs,sk,sl,son,sq,sr,sr@latin,sv,sw,ta,th,tr,uk,vec,vi,zh_CN,zh_TW,zu
-    translations() {  # OUT CAP CORPUS...: English-X pairs in $langs, built once
-      local out=$1 cap=$2
-      shift 2
-      [[ -f $out/stats.json ]] || clippo data textpairs --source translation --corpus "$@" \
-        --max-per-language "$cap" --val-size 1000 --out "$out" --lang-b "$langs"
+    translations() {  # OUT ARGS...: English-X pairs in $langs (1,000 held out), built once
+      local out=$1
+      shift
+      [[ -f $out/stats.json ]] || clippo data textpairs --source translation --val-size 1000 \
+        --out "$out" --lang-b "$langs" "$@"
     }
     pairs=data/textpairs/multi_cldr spm=data/textpairs/multi_cldr_spm16000.model
-    translations "$pairs" 5000 freedict iso-codes cldr
+    translations "$pairs" --corpus freedict iso-codes cldr --max-per-language 5000
     [[ -f $spm ]] || clippo tokenizer train --shards "$data/train-*.tar" \
       --pairs "$pairs/train-*.tar" --vocab-size 16000 --character-coverage 1.0 --out "$spm"
     tuxpaint demo "English demo CLIPPO"
@@ -161,12 +161,12 @@ case ${1:-} in
     # sentences: the only ones here in nso, hy, km, mk; apt-get install libgtk2.0-common
     # libglib2.0-data libgdk-pixbuf2.0-common at-spi2-common provides them on a bare machine).
     ui=data/textpairs/multi_ui
-    translations "$ui" 5000 freedict iso-codes cldr gettext
+    translations "$ui" --corpus freedict iso-codes cldr gettext --max-per-language 5000
     run multilingual_cotrain_ui multilingual_cotrain --set "data.text_pairs=$ui/train-*.tar" \
       && tuxpaint multilingual_cotrain_ui "CLIPPO + pairs with interface messages"
     # The same sources capped at 1,500 pairs per language and corpus (the small languages' share
     # of a batch doubles), 850 steps: what fits 30 minutes here.
-    translations "${ui}1500" 1500 freedict iso-codes cldr gettext
+    translations "${ui}1500" --corpus freedict iso-codes cldr gettext --max-per-language 1500
     run multilingual_cotrain_ui1500 multilingual_cotrain \
       --set "data.text_pairs=${ui}1500/train-*.tar" --set train.total_steps=850 \
       && tuxpaint multilingual_cotrain_ui1500 \
@@ -187,9 +187,8 @@ case ${1:-} in
       multilingual_cotrain_ui_dev "CLIPPO + pairs with interface messages, lr chosen on held-out pairs"
     # The same with the languages balanced: each repeated up to 4,000 training pairs (the val
     # split, so the dev set, unchanged).
-    [[ -f ${ui}1500_bal/stats.json ]] || clippo data textpairs --source translation \
-      --corpus freedict iso-codes cldr gettext --max-per-language 1500 --min-per-language 4000 \
-      --val-size 1000 --out "${ui}1500_bal" --lang-b "$langs"
+    translations "${ui}1500_bal" --corpus freedict iso-codes cldr gettext \
+      --max-per-language 1500 --min-per-language 4000
     run multilingual_cotrain_ui_bal multilingual_cotrain_ui \
       --set "data.text_pairs=${ui}1500_bal/train-*.tar" && tuxpaint multilingual_cotrain_ui_bal \
       "CLIPPO + pairs with interface messages, languages balanced"

@@ -588,6 +588,29 @@ def corpus_pairs(
 # --------------------------------------------------------------------------------------------
 
 
+def _repeat_to_min(
+    train: list[int], languages: list[str], minimum: int, rng: np.random.Generator
+) -> tuple[list[tuple[int, int]], dict[str, int]]:
+    """``(pair index, copy)`` samples of the training pairs ``train``, each language with fewer
+    than ``minimum`` repeated up to it (whole passes, then a seeded part of one), shuffled; and
+    the repeats per language."""
+    samples = [(i, 0) for i in train]
+    by_lang: dict[str, list[int]] = {}
+    for i in train:
+        by_lang.setdefault(languages[i], []).append(i)
+    repeated: dict[str, int] = {}
+    for lang, rows in sorted(by_lang.items()):
+        need = minimum - len(rows)
+        if need <= 0:
+            continue
+        whole, part = divmod(need, len(rows))
+        for copy in range(1, whole + 1):
+            samples += [(i, copy) for i in rows]
+        samples += [(i, whole + 1) for i in rng.permutation(rows)[:part].tolist()]
+        repeated[lang] = need
+    return [samples[j] for j in rng.permutation(len(samples))], repeated
+
+
 def write_text_pair_shards(
     pairs: Iterable[Pair],
     out_dir: str | os.PathLike,
@@ -639,21 +662,9 @@ def write_text_pair_shards(
     samples["train"] = [(i, 0) for i in order[val_size:]]
     repeated: dict[str, int] = {}
     if min_per_language:
-        rng = np.random.default_rng(seed + 1)
-        by_lang: dict[str, list[int]] = {}
-        for i in order[val_size:]:
-            by_lang.setdefault(unique_languages[i], []).append(i)
-        for lang, rows in sorted(by_lang.items()):
-            need = min_per_language - len(rows)
-            if need <= 0:
-                continue
-            whole, part = divmod(need, len(rows))
-            for copy in range(1, whole + 1):
-                samples["train"] += [(i, copy) for i in rows]
-            samples["train"] += [(i, whole + 1) for i in rng.permutation(rows)[:part].tolist()]
-            repeated[lang] = need
-        shuffle = rng.permutation(len(samples["train"]))
-        samples["train"] = [samples["train"][j] for j in shuffle]
+        samples["train"], repeated = _repeat_to_min(
+            order[val_size:], unique_languages, min_per_language, np.random.default_rng(seed + 1)
+        )
     splits = {split: range(len(items)) for split, items in samples.items()}
 
     def members(split: str, j: int) -> list[tuple[str, bytes]]:
