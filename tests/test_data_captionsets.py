@@ -96,6 +96,12 @@ def test_stamp_description_format(tmp_path):
     path.write_bytes(b"A \xff frog\n")
     with pytest.raises(ValueError, match="not UTF-8"):
         read_stamp_descriptions(path)
+    # Tux Paint's Tamil is TSCII written as Latin-1 characters: read as Unicode Tamil.
+    path.write_text("A hand.\nta.utf8=´Õ ¨¸.\n", encoding="utf-8")
+    assert read_stamp_descriptions(path) == {"en": "A hand.", "ta": "ஒரு கை."}
+    path.write_text("A hand.\nta.utf8=´Õ \xff.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"frog.txt: the ta line: not TSCII: byte 0xFF"):
+        read_stamp_descriptions(path)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 Each stamp ``NAME.png`` under ``/usr/share/tuxpaint/stamps/<category>/...`` has a ``NAME.txt``:
 its first line is the English description, then ``LANG.utf8=TEXT`` lines give it in up to 77
-other languages (Tux Paint's locale codes: ``fr``, ``zh_CN``, ``ca@valencia``, ...). The set is
+other languages (Tux Paint's locale codes: ``fr``, ``zh_CN``, ``ca@valencia``, ...); the Tamil
+lines are TSCII bytes written as Latin-1 characters (Tux Paint draws them with a TSCII font) and
+are read as Unicode Tamil (``clippo.data.build.tscii``). The set is
 written in CrossModal-3600's layout (``clippo.data.captionsets``): ``captions.jsonl`` with the
 English line under ``en`` and every other language under its code, and ``images/{key}.jpg``
 (transparency composited on white, the longer side at most ``image_size``).
@@ -28,6 +30,7 @@ from typing import Any
 from PIL import Image
 
 from clippo.atomic import atomic_write, atomic_write_text
+from clippo.data.build.tscii import tamil_from_tux_paint
 from clippo.data.captionsets import IMAGES_DIR, write_captions_jsonl
 from clippo.data.transforms import DEFAULT_MAX_PIXELS, BadImageError, load_image
 
@@ -39,8 +42,9 @@ _LANG_LINE = re.compile(r"^([A-Za-z]{2,3}(?:_[A-Za-z]{2})?(?:@[A-Za-z]+)?)\.utf8
 def read_stamp_descriptions(path: str | os.PathLike) -> dict[str, str]:
     """``{language: description}`` of one stamp ``.txt``: the first line is ``en``.
 
-    Blank descriptions are dropped; other lines (none in the Debian package) are ignored.
-    Raises ValueError for a file that is not UTF-8 or has no English first line.
+    Blank descriptions are dropped; other lines (none in the Debian package) are ignored; ``ta``
+    is decoded from TSCII. Raises ValueError for a file that is not UTF-8, has no English first
+    line or a Tamil line that is not TSCII.
     """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -54,6 +58,11 @@ def read_stamp_descriptions(path: str | os.PathLike) -> dict[str, str]:
         match = _LANG_LINE.match(line.strip())
         if match and match.group(2).strip():
             out.setdefault(match.group(1), match.group(2).strip())
+    if "ta" in out:
+        try:
+            out["ta"] = tamil_from_tux_paint(out["ta"])
+        except ValueError as e:
+            raise ValueError(f"{path}: the ta line: {e}") from None
     return out
 
 
