@@ -125,11 +125,11 @@ class BitextRetrievalEvaluator:
 
     def __call__(self, ctx) -> dict[str, float]:
         s = ctx.embedded
-        if s.text_languages is None or "text_a" not in s.text_languages:
+        n = s.pair_pivots
+        if n is None or s.text_languages is None:
             raise ValueError("the bitext evaluator needs a text-pair set (kind: textpairs)")
-        side = torch.tensor([lang == "text_a" for lang in s.text_languages])
-        pivots, queries = _normalise(s.text[side]), _normalise(s.text[~side])
-        pivot_ids, targets = s.text_image_ids[side], s.text_image_ids[~side]
+        pivots, queries = _normalise(s.text[:n]), _normalise(s.text[n:])
+        pivot_ids, targets = s.text_image_ids[:n], s.text_image_ids[n:]
         b2a = retrieval_ranks(queries, pivots, targets, pivot_ids)
         a2b = retrieval_ranks(pivots, queries, pivot_ids, targets)
         out: dict[str, float] = {}
@@ -137,7 +137,7 @@ class BitextRetrievalEvaluator:
             out[f"a2b_recall@{k}"] = (a2b < k).float().mean().item()
             out[f"b2a_recall@{k}"] = (b2a < k).float().mean().item()
         out.update(pairs=len(targets), pivots=len(pivot_ids))
-        languages = [lang for lang in s.text_languages if lang != "text_a"]
+        languages = s.text_languages[n:]
         if "" in languages:  # pairs written without their language
             return out
         by_lang: dict[str, list[int]] = {}

@@ -58,6 +58,7 @@ class EmbeddedSet:
     keys: list[str]
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # {reason: {shard: n}}
     text_languages: list[str] | None = None  # per caption, for multilingual caption sets
+    pair_pivots: int | None = None  # text-pair sets: the first N ``text`` rows are the pivots
     classnames: list[str] | None = None  # names of the labels, when the data set has them
     class_ids: list[str] | None = None  # folder / WordNet id per label (class-folder sets)
     pixels: dict[str, torch.Tensor] = field(default_factory=dict)  # kept inputs, by key
@@ -308,9 +309,10 @@ def embed_text_pairs(
     progress: Callable[[int], None] | None = None,
 ) -> EmbeddedSet:
     """Embeds a text-pair set: its distinct ``text_a`` strings, then every pair's ``text_b``
-    (each distinct string once), no images. ``text_languages`` is ``text_a`` for the first
-    side's rows and the pair's language ("" where none) for the second's; ``text_image_ids``
-    gives every row its ``text_a``'s row."""
+    (each distinct string once), no images. The first ``pair_pivots`` rows are the
+    ``text_a`` strings, the rest the ``text_b`` ones; ``text_languages`` gives each ``text_b``
+    row its pair's language ("" where none; "" for the pivots) and ``text_image_ids`` every row
+    its ``text_a``'s row."""
     texts = data.pivots + data.queries
     unique = list(dict.fromkeys(texts))
     chunks = [
@@ -328,7 +330,8 @@ def embed_text_pairs(
         labels=torch.zeros(0, dtype=torch.long),
         texts=texts,
         keys=[],
-        text_languages=["text_a"] * len(data.pivots) + data.languages,
+        text_languages=[""] * len(data.pivots) + data.languages,
+        pair_pivots=len(data.pivots),
     )
 
 
