@@ -6,7 +6,8 @@ turns such a line into Unicode Tamil. TSCII stores text in visual order: the vow
 are drawn left of their consonant (ெ ே ை, bytes 0xA6-0xA8) come before it, and the two-part
 vowels ொ ோ ௌ are that sign, the consonant and a right part (ா 0xA1 or ௗ 0xAA); Unicode stores
 the consonant first. Checked against glibc's ``iconv -f TSCII`` on every byte and on every Tamil
-description of the Debian package (tests/fixtures/tscii_golden.json, scripts/tscii_golden.py).
+description of the Debian package (tests/fixtures/tscii_golden.json, written by
+scripts/make_tscii_fixtures.py).
 """
 
 from __future__ import annotations
