@@ -1,19 +1,22 @@
 """Compares per-language recall (bitext or image<->text) of runs on tuxpaint (docs/multilingual.md).
 
     python scripts/multilingual_compare.py BASE_METRICS RUN_METRICS [--pairs STATS_JSON] [--k 1] \
-        [--direction bitext|i2t|t2i] [--plot OUT.png --labels BASE RUN]
+        [--direction bitext|i2t|t2i] [--plot OUT.png --labels BASE RUN] [--rerun METRICS]
 
 Each METRICS file is a run's ``metrics.json`` (keys ``tuxpaint/LANG/bitext_recall@k``) or the
 ``metrics.json`` of ``clippo eval multilingual`` (the same keys under ``"metrics"``). With
 ``--pairs`` (the ``stats.json`` of the translation-pair shards), the comparison covers the
 languages the run was co-trained on and says in how many the run beats the base, and the ratio
 of the means. Prints a markdown table; ``--plot`` draws both runs' per-language recall.
+``--rerun`` (the same recipe run again, another seed) adds in which languages both runs, one of
+them or neither is above the base, and how far the two runs' recall lies apart per language.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from clippo.eval.plots import per_language_values, plot_per_language_recall
@@ -47,6 +50,7 @@ def main() -> None:
     )
     ap.add_argument("--plot", help="a PNG of both runs' per-language recall@k")
     ap.add_argument("--labels", nargs=2, default=["base", "run"], metavar=("BASE", "RUN"))
+    ap.add_argument("--rerun", help="metrics of the same recipe run again (another seed)")
     args = ap.parse_args()
     base = recall(args.base, args.k, args.direction)
     run = recall(args.run, args.k, args.direction)
@@ -68,6 +72,25 @@ def main() -> None:
         f"({ratio:.1f}x, {100 * (mean_run - mean_base):+.2f} points); the run is higher in "
         f"{beaten} of {len(languages)}"
     )
+    if args.rerun:
+        again = recall(args.rerun, args.k, args.direction)
+        above = {lang: (run[lang] > base[lang], again[lang] > base[lang]) for lang in languages}
+        for name, want in (
+            ("both", (True, True)),
+            ("run only", (True, False)),
+            ("rerun only", (False, True)),
+            ("neither", (False, False)),
+        ):
+            langs = [lang for lang, a in above.items() if a == want]
+            print(
+                f"above the base in {name}: {len(langs)}"
+                + (f" ({', '.join(langs)})" if 0 < len(langs) < 10 else "")
+            )
+        gaps = [100 * abs(run[lang] - again[lang]) for lang in languages]
+        print(
+            f"|run - rerun| per language: median {statistics.median(gaps):.2f}, "
+            f"largest {max(gaps):.2f} points"
+        )
     if args.plot:
         runs = {args.labels[1]: metrics(args.run), args.labels[0]: metrics(args.base)}
         print(f"wrote {plot_per_language_recall(runs, args.plot, k=args.k)}")

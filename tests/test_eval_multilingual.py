@@ -275,3 +275,35 @@ def test_textpairs_sets_and_the_bitext_evaluator_go_together(tmp_path, openclipa
     with pytest.raises(ValueError, match="no text pairs in"):  # image shards are not pairs
         EvalSets({"dev": EvalSetConfig(data=str(out / stats["val_pattern"]), kind="textpairs",
                                        evaluators={"bitext": {}})})  # fmt: skip
+
+
+def test_multilingual_compare_script_counts_languages_and_a_rerun(tmp_path):
+    """scripts/multilingual_compare.py on hand-made metrics: the co-trained languages only,
+    the means, and with --rerun which languages each run lifts above the base."""
+    import subprocess
+    import sys
+
+    def write(name, values):
+        metrics = {f"tuxpaint/{lang}/bitext_recall@1": v for lang, v in values.items()}
+        (tmp_path / name).write_text(json.dumps({"metrics": metrics}))
+        return str(tmp_path / name)
+
+    base = write("base.json", {"fr": 0.01, "de": 0.02, "ko": 0.00, "shs": 0.5})
+    run = write("run.json", {"fr": 0.03, "de": 0.02, "ko": 0.01, "shs": 0.0})
+    again = write("again.json", {"fr": 0.02, "de": 0.04, "ko": 0.00, "shs": 0.0})
+    (tmp_path / "stats.json").write_text(
+        json.dumps({"pairs_per_language": {"fr": 1, "de": 1, "ko": 1}})
+    )
+    script = Path(__file__).parents[1] / "scripts" / "multilingual_compare.py"
+    out = subprocess.run(
+        [sys.executable, str(script), base, run, "--pairs", str(tmp_path / "stats.json"),
+         "--rerun", again],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "| fr | 1.00 | 3.00 | +2.00 |" in out and "shs" not in out
+    assert "3 languages: mean 1.00 -> 2.00 (2.0x, +1.00 points); the run is higher in 2 of 3" in out
+    assert "above the base in both: 1 (fr)" in out
+    assert "above the base in run only: 1 (ko)" in out
+    assert "above the base in rerun only: 1 (de)" in out
+    assert "above the base in neither: 0" in out
+    assert "|run - rerun| per language: median 1.00, largest 2.00 points" in out
