@@ -32,6 +32,14 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def _rows_by_language(languages: Sequence[str]) -> dict[str, list[int]]:
+    """The row indices of each language, in order of first appearance."""
+    rows: dict[str, list[int]] = {}
+    for row, lang in enumerate(languages):
+        rows.setdefault(lang, []).append(row)
+    return rows
+
+
 def multilingual_retrieval_metrics(
     image_embeddings: torch.Tensor,
     text_embeddings: torch.Tensor,
@@ -67,10 +75,7 @@ def multilingual_retrieval_metrics(
         raise ValueError("no language to evaluate")
     if bitext and pivot not in present:
         raise ValueError(f"bitext retrieval needs captions in the pivot language {pivot!r}")
-    rows_of: dict[str, list[int]] = {}
-    for j, lang in enumerate(lang_of):
-        rows_of.setdefault(lang, []).append(j)
-    by_lang = {lang: torch.tensor(rows) for lang, rows in rows_of.items()}
+    by_lang = {lang: torch.tensor(rows) for lang, rows in _rows_by_language(lang_of).items()}
 
     out: dict[str, float] = {}
     for lang in chosen:
@@ -140,9 +145,7 @@ class BitextRetrievalEvaluator:
         languages = s.text_languages[n:]
         if "" in languages:  # pairs written without their language
             return out
-        by_lang: dict[str, list[int]] = {}
-        for row, lang in enumerate(languages):
-            by_lang.setdefault(lang, []).append(row)
+        by_lang = _rows_by_language(languages)
         for k in self.ks:
             per = {lang: (b2a[rows] < k).float().mean().item() for lang, rows in by_lang.items()}
             out.update({f"{lang}/b2a_recall@{k}": value for lang, value in sorted(per.items())})
