@@ -76,14 +76,19 @@ analyze() {
   echo "$(date +%T) runs/$name analysed into $out"
 }
 
-# NAME LABEL: runs/NAME/model on tuxpaint per language (image<->text and bitext), into
-# data/results/multilingual_NAME; skipped when done.
+# NAME LABEL: runs/NAME/model on tuxpaint per language (image<->text and bitext), on the PNG
+# stamps (data/tuxpaint) and with the SVG-only ones drawn (data/tuxpaint_svg), into
+# data/results/multilingual_NAME and multilingual_NAME_svg; skipped when done.
 tuxpaint() {
-  local out=data/results/multilingual_$1
-  [[ -f $out/metrics.json ]] && return
-  clippo eval multilingual --model "runs/$1/model" --data data/tuxpaint --out "$out" \
-    --label "$2" >"runs/$1.tuxpaint.log" 2>&1
-  echo "$(date +%T) runs/$1 on tuxpaint: $out"
+  local set suffix
+  for set in tuxpaint tuxpaint_svg; do
+    suffix=${set#tuxpaint}
+    local out=data/results/multilingual_$1$suffix
+    [[ -f $out/metrics.json ]] && continue
+    clippo eval multilingual --model "runs/$1/model" --data "data/$set" --out "$out" \
+      --label "$2" >"runs/$1.$set.log" 2>&1
+    echo "$(date +%T) runs/$1 on $set: $out"
+  done
 }
 
 mkdir -p runs
@@ -137,6 +142,8 @@ case ${1:-} in
     run lit_uu_demo lit_scratch_demo && analyze lit_uu_demo
     ;;
   multilingual)
+    [[ -f data/tuxpaint/stats.json ]] || clippo data tuxpaint --out data/tuxpaint
+    [[ -f data/tuxpaint_svg/stats.json ]] || clippo data tuxpaint --svg --out data/tuxpaint_svg
     # English-X pairs from FreeDict, iso-codes and CLDR's emoji names in the non-English tuxpaint
     # languages any of them covers (71; only the list of codes is taken from tuxpaint), and a
     # 16k-piece SentencePiece model trained on the same text (both sides, and the alt-texts).
@@ -199,6 +206,13 @@ case ${1:-} in
     # The reported recipe with another data order: how much of a tie is noise (never reported).
     run multilingual_cotrain_ui_seed1 multilingual_cotrain_ui --set train.seed=1 \
       && tuxpaint multilingual_cotrain_ui_seed1 "CLIPPO + pairs with interface messages, seed 1"
+    # What 30 minutes hold on a CPU with native bf16 (docs/multilingual.md, 2026-12-02): the
+    # recipe for 3,400 steps, and at 80 px for 2,000 (the demo's position embedding resampled).
+    run multilingual_cotrain_ui_bf16_3400 multilingual_cotrain_ui --set train.total_steps=3400 \
+      && tuxpaint multilingual_cotrain_ui_bf16_3400 "CLIPPO + pairs, 3,400 steps"
+    run multilingual_cotrain_ui_bf16_80px multilingual_cotrain_ui --set train.total_steps=2000 \
+      --set model.options.image_size=80 \
+      && tuxpaint multilingual_cotrain_ui_bf16_80px "CLIPPO + pairs, 80 px, 2,000 steps"
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"

@@ -11,8 +11,14 @@ import pytest
 from PIL import Image
 
 from clippo.cli import main
-from clippo.data.build.tuxpaint import STAMPS_DIR, build_tuxpaint_set, read_stamp_descriptions
+from clippo.data.build.tuxpaint import (
+    STAMPS_DIR,
+    build_tuxpaint_set,
+    rasterise_svg,
+    read_stamp_descriptions,
+)
 from clippo.data.captionsets import is_caption_set, read_caption_set, write_captions_jsonl
+from clippo.data.transforms import BadImageError
 
 XM3600 = Path(__file__).parent / "fixtures" / "xm3600"
 
@@ -141,6 +147,35 @@ def test_tuxpaint_build_writes_the_xm3600_layout_and_counts_skips(few_stamps, tm
     (out / "images" / "stale.jpg").write_bytes(b"x")
     build_tuxpaint_set(out, stamps_dir=few_stamps, image_size=32)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["tp0000.jpg", "tp0001.jpg"]
+
+
+def test_tuxpaint_svg_only_stamps_are_drawn_when_asked(few_stamps, tmp_path):
+    pytest.importorskip("cairosvg")
+    for ext in (".svg", ".txt"):  # a real SVG-only stamp, 256 x 188 as drawn at width 256
+        shutil.copy(STAMPS_DIR / "animals" / "birds" / f"swallow{ext}", few_stamps / "animals")
+    shutil.copy(few_stamps / "town" / "tree.txt", few_stamps / "town" / "xml.txt")
+    (few_stamps / "town" / "xml.svg").write_text(  # XML entities: refused in the safe mode
+        '<!DOCTYPE svg [<!ENTITY ns "http://www.w3.org/2000/svg">]><svg xmlns="&ns;" width="9" '
+        'height="9"/>'
+    )
+    stats = build_tuxpaint_set(tmp_path / "set", stamps_dir=few_stamps, image_size=32, svg=True)
+    # tree.svg is "<svg/>": no size, so CairoSVG cannot draw it either.
+    assert (stats["images"], stats["images_from_svg"]) == (3, 1)
+    assert stats["skipped"] == {"bad_svg": 2, "no_image": 1, "png_without_txt": 1}
+    data = read_caption_set(tmp_path / "set")
+    line = json.loads((tmp_path / "set" / "captions.jsonl").read_text().splitlines()[1])
+    assert line["image/path"] == "animals/swallow.svg" and data.captions[1]["en"] == ["A swallow."]
+    with Image.open(data.image_paths[1]) as image:  # the longer side 32, the drawing's aspect
+        assert image.size == (32, 23) and image.mode == "RGB"
+        # transparency composited on white (JPEG: near white), the bird's dark feathers drawn
+        assert min(image.getpixel((0, 0))) >= 250 and min(image.getdata())[0] < 64
+    tall = rasterise_svg(STAMPS_DIR / "clothes" / "black_dress.svg", 64)  # drawn 256 x 276
+    assert tall.size == (59, 64)
+    with pytest.raises(BadImageError, match=r"xml.svg: CairoSVG cannot draw it \(Entities"):
+        rasterise_svg(few_stamps / "town" / "xml.svg", 32)
+    # Without svg the set is the PNG stamps only, as every published figure was measured.
+    stats = build_tuxpaint_set(tmp_path / "png", stamps_dir=few_stamps, image_size=32)
+    assert (stats["images"], stats["images_from_svg"], stats["skipped"]["svg_only"]) == (2, 0, 3)
 
 
 def test_cli_data_tuxpaint(few_stamps, tmp_path, capsys):

@@ -4,6 +4,7 @@ for TensorBoard, warns once); the extras declared in pyproject.toml are those th
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -113,7 +114,25 @@ def test_pyproject_declares_the_extras_the_code_names_and_not_webdataset():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     named = {extra for _, extra in EXTRAS.values()}
-    assert named == {"tokenizers", "lit", "tensorboard", "benchmarks", "vqa"}
+    assert named == {"tokenizers", "lit", "tensorboard", "benchmarks", "vqa", "svg"}
     assert set(extras) == named | {"dev"}
-    assert "clippo[tokenizers,lit,tensorboard,benchmarks,vqa]" in extras["dev"]
+    assert "clippo[tokenizers,lit,tensorboard,benchmarks,vqa,svg]" in extras["dev"]
     assert not [d for d in project["dependencies"] if d.startswith("webdataset")]
+
+
+def test_tuxpaint_svg_stamps_name_the_svg_extra(monkeypatch, tmp_path, capsys):
+    from clippo.data.build.tuxpaint import STAMPS_DIR
+
+    if not (STAMPS_DIR / "animals" / "birds" / "swallow.svg").is_file():
+        pytest.skip("tuxpaint-stamps-default is not installed")
+    monkeypatch.setitem(sys.modules, "cairosvg", None)
+    stamps = tmp_path / "stamps" / "birds"
+    stamps.mkdir(parents=True)
+    for ext in (".svg", ".txt"):
+        shutil.copy(STAMPS_DIR / "animals" / "birds" / f"swallow{ext}", stamps)
+    args = ["data", "tuxpaint", "--out", str(tmp_path / "set"), "--stamps", str(stamps.parent)]
+    assert main([*args, "--svg"]) == 2
+    message = "rasterising tuxpaint's SVG stamps needs CairoSVG: pip install 'clippo[svg]'"
+    assert message in capsys.readouterr().err
+    assert main(args) == 2  # without --svg: no image at all, and the error says so
+    assert "has both an image and a description" in capsys.readouterr().err

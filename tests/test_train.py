@@ -1,6 +1,7 @@
 """The training loop: exact resume, the NaN stop, work-directory safety, the CLI end to end."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -196,3 +197,47 @@ def test_cli_eval_uses_the_models_own_run_config_by_default(openclipart_small, t
         "config.yaml not found (the model's own run config): pass --config"
         in capsys.readouterr().err
     )
+
+
+def test_init_at_another_image_size_resamples_both_towers(tmp_path):
+    from clippo.factory import create_model
+    from clippo.models import from_pretrained
+
+    torch.manual_seed(0)
+    start = create_model("clippo-untied-mu/16", image_size=32, out_dim=16)  # two ViTs
+    start.save_pretrained(tmp_path / "start")
+    tree = {"model": {"init": str(tmp_path / "start"), "options": {"image_size": 48}}}
+    model = build_model(load_config(tree))
+    assert model.image_size == 48 and model.cfg.render["image_size"] == 48
+    assert model.renderer("a").shape == (48, 48)
+    old, new = start.state_dict(), model.state_dict()
+    assert old.keys() == new.keys()
+    for key in old:
+        if key.endswith("pos_embed"):  # 2x2 -> 3x3 grid, the corners kept (bilinear)
+            assert new[key].shape == (1, 9, start.cfg.vit.width)
+            torch.testing.assert_close(new[key][0, [0, 2, 6, 8]], old[key][0], msg=key)
+        else:
+            torch.testing.assert_close(new[key], old[key], rtol=0, atol=0, msg=key)
+    assert model.encode_text(["ab", "c"]).shape == (2, 16)
+    model.save_pretrained(tmp_path / "big")  # the resized model is a plain model directory
+    assert from_pretrained(tmp_path / "big").cfg.vit.image_size == 48
+
+
+def test_init_options_must_describe_the_loaded_model(tmp_path):
+    from clippo.factory import create_model
+
+    torch.manual_seed(0)
+    start = create_model("clippo-mu/16", image_size=32, out_dim=16)
+    start.save_pretrained(tmp_path)
+    same = {"image_size": 32, "out_dim": 16, "pool_type": start.cfg.vit.pool_type}
+    model = build_model(load_config({"model": {"init": str(tmp_path), "options": same}}))
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    for options, named in (
+        ({"depth": 12}, "model.options.depth=12 but"),
+        ({"out_dim": 8}, "model.options.out_dim=8 but"),
+        ({"colour": 1}, "has '(not an option of this model)'"),
+    ):
+        cfg = load_config({"model": {"init": str(tmp_path), "options": options}})
+        with pytest.raises(ValueError, match=re.escape(named)):
+            build_model(cfg)

@@ -350,6 +350,7 @@ def cmd_data_tuxpaint(args: argparse.Namespace) -> int:
             args.out,
             stamps_dir=args.stamps,
             image_size=args.image_size,
+            svg=args.svg,
             progress=lambda n=1: bar.update(n),
         )
     print(json.dumps({k: v for k, v in stats.items() if k != "captions_per_language"}, indent=2))
@@ -1044,6 +1045,11 @@ def build_parser() -> argparse.ArgumentParser:
     tx.add_argument("--out", required=True)
     tx.add_argument("--stamps", default="/usr/share/tuxpaint/stamps", help="the stamps folder")
     tx.add_argument("--image-size", type=int, default=256, help="longer side at most this")
+    tx.add_argument(
+        "--svg",
+        action="store_true",
+        help="also the stamps drawn only as SVG (CairoSVG: pip install 'clippo[svg]')",
+    )
     tx.set_defaults(func=cmd_data_tuxpaint)
     dv = data.add_parser("vqa", help="VQA shards: easy-vqa, or VQAv2 in its official layout")
     dv.add_argument("--source", required=True, help="easy-vqa, or vqav2:DIR")

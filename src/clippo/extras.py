@@ -16,6 +16,7 @@ EXTRAS = {
     "torch.utils.tensorboard": ("TensorBoard", "tensorboard"),
     "scipy.io": ("SciPy", "benchmarks"),
     "easy_vqa": ("easy-vqa", "vqa"),
+    "cairosvg": ("CairoSVG", "svg"),
 }
 
 

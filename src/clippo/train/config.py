@@ -47,7 +47,9 @@ class ModelConfig:
 
     name: str = "clippo-B/16"
     options: dict = field(default_factory=dict)  # e.g. {image_size: 224, pool_type: map}
-    init: str | None = None  # a from_pretrained directory to start from
+    # A from_pretrained directory to start from; options then describe it (checked), except a
+    # CLIPPO image_size, which resamples its position embedding (a larger canvas).
+    init: str | None = None
 
 
 @dataclass

@@ -46,6 +46,7 @@ from clippo.data.vqa import (
 from clippo.factory import create_model
 from clippo.losses import ContrastiveLoss
 from clippo.models import ContrastiveModel, from_pretrained
+from clippo.models.clippo import CLIPPO
 from clippo.models.heads import (
     TextBackbone,
     TextClassifier,
@@ -58,7 +59,7 @@ from clippo.models.heads import (
 from clippo.models.vit import ViT
 from clippo.models.vqa_grid import VQAGridConfig, VQAGridModel
 from clippo.render import UnifontRenderer
-from clippo.train.config import ExperimentConfig
+from clippo.train.config import ExperimentConfig, ModelConfig
 from clippo.train.distributed import DistEnv, full_tensor, unwrap
 from clippo.train.engine import StepOutput, make_loader
 
@@ -75,6 +76,9 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
     """
     if cfg.model.init:
         model = from_pretrained(cfg.model.init)
+        image_size = _check_init_options(model, cfg.model)
+        if image_size is not None:
+            model = resize_clippo(model, image_size)
     else:
         options = {**cfg.model.options, "grad_checkpointing": cfg.train.grad_checkpointing}
         if cfg.loss.name == "sigmoid" and not cfg.finetune.task:
@@ -83,6 +87,43 @@ def build_model(cfg: ExperimentConfig) -> nn.Module:
     if cfg.loss.name == "sigmoid" and not cfg.finetune.task and model.logit_bias is None:
         model.add_logit_bias(cfg.loss.bias_init)
     return model
+
+
+def _check_init_options(model: nn.Module, mc: ModelConfig) -> int | None:
+    """``model.options`` beside ``model.init`` describe the loaded model: each must equal what
+    its ``config.json`` holds (a ViT field or a model field), or ValueError names it; except
+    ``image_size`` on a CLIPPO model, returned when it differs (the canvas to resize to)."""
+    if not mc.options:
+        return None
+    loaded = model.cfg.to_dict() if hasattr(getattr(model, "cfg", None), "to_dict") else {}
+    vit = loaded.get("vit", {})
+    resize = None
+    for key, value in mc.options.items():
+        have = vit.get(key, loaded.get(key, "(not an option of this model)"))
+        if key == "image_size" and isinstance(model, CLIPPO) and value != have:
+            resize = int(value)
+        elif value != have:
+            raise ValueError(
+                f"model.options.{key}={value!r} but {mc.init} has {have!r}: with model.init the "
+                "options describe the loaded model; only a CLIPPO model's image_size may differ "
+                "(its position embedding is resampled)"
+            )
+    return resize
+
+
+def resize_clippo(model: CLIPPO, image_size: int) -> CLIPPO:
+    """``model`` reading (and rendering text on) ``image_size`` canvases: each tower through
+    ``resize_vit`` (a learned position embedding resampled), every other weight the same."""
+    vit = dataclasses.replace(model.cfg.vit, image_size=image_size)
+    resized = CLIPPO(dataclasses.replace(model.cfg, vit=vit))
+    state = model.state_dict()
+    for name in ("image", "text"):
+        tower = getattr(model, name)
+        if tower is not None:
+            sized = resize_vit(tower, image_size).state_dict()
+            state.update({f"{name}.{key}": value for key, value in sized.items()})
+    resized.load_state_dict(state)
+    return resized.to(next(model.parameters()).dtype)
 
 
 def _prepare_image_feature_cache(

@@ -9,10 +9,17 @@ written in CrossModal-3600's layout (``clippo.data.captionsets``): ``captions.js
 English line under ``en`` and every other language under its code, and ``images/{key}.jpg``
 (transparency composited on white, the longer side at most ``image_size``).
 
+A stamp drawn only as an SVG (165 in the package; 785 have a PNG) is left out unless asked
+for (``svg=True``, ``clippo data tuxpaint --svg``): CairoSVG (the ``svg`` extra, and Debian's
+``libcairo2``) rasterises it with the longer side at ``image_size``, in its safe mode (an SVG
+that declares XML entities, one in the package, is refused and counted). The default set is the
+PNG stamps only, the set every figure in docs/multilingual.md was measured on.
+
 What is left out, and counted in ``stats.json``: a PNG without a ``.txt`` (mirrored variants,
-some Tux figures), a description with an SVG and no PNG (no SVG rasteriser is a dependency),
-a ``.txt`` with neither, an unreadable image. Never train on this set, nor on other files of
-the tuxpaint packages (their message catalogues hold the same descriptions).
+some Tux figures), a description with an SVG and no PNG (without ``svg``) or an SVG CairoSVG
+refuses (``bad_svg``), a ``.txt`` with neither, an unreadable image. Never train on this set,
+nor on other files of the tuxpaint packages (their message catalogues hold the same
+descriptions).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from clippo.atomic import atomic_write, atomic_write_text
 from clippo.data.build.tscii import tamil_from_tux_paint
 from clippo.data.captionsets import IMAGES_DIR, write_captions_jsonl
 from clippo.data.transforms import DEFAULT_MAX_PIXELS, BadImageError, load_image
+from clippo.extras import require
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 PIVOT = "en"  # the language of a description's first line
@@ -66,15 +74,38 @@ def read_stamp_descriptions(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def rasterise_svg(
+    path: str | os.PathLike, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """An SVG drawn with CairoSVG (safe mode: no XML entities, no external files), the longer
+    side ``image_size``, composited on white. BadImageError (reason ``bad_svg``) names the file
+    CairoSVG cannot draw; MissingExtraError or OSError say what to install."""
+    try:
+        cairosvg = require("cairosvg", "rasterising tuxpaint's SVG stamps")
+    except OSError as e:  # cairocffi finds no libcairo
+        raise OSError(f"CairoSVG needs the cairo library: apt-get install libcairo2 ({e})") from e
+    for side in ("output_width", "output_height"):
+        try:
+            png = cairosvg.svg2png(url=str(path), **{side: image_size})
+        except Exception as e:  # XML, entity, size or drawing errors: the file is unusable
+            raise BadImageError(f"{path}: CairoSVG cannot draw it ({e})", "bad_svg") from e
+        image = load_image(png, max_pixels=max_pixels, name=str(path))
+        if max(image.size) <= image_size:
+            break  # a tall drawing is drawn again at image_size high
+    return image
+
+
 def build_tuxpaint_set(
     out_dir: str | os.PathLike,
     *,
     stamps_dir: str | os.PathLike = STAMPS_DIR,
     image_size: int = 256,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    svg: bool = False,
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
-    """Writes the stamps with a PNG and a description to ``out_dir``; returns the statistics.
+    """Writes the stamps with a PNG (and with ``svg``, those with only an SVG) and a
+    description to ``out_dir``; returns the statistics.
 
     Keys are ``tp0000`` ... in the sorted order of the stamps' paths (kept in
     ``"image/path"``); the category folder is kept in ``"image/category"``.
@@ -99,20 +130,26 @@ def build_tuxpaint_set(
     skipped["png_without_txt"] = sum(not p.with_suffix(".txt").is_file() for p in pngs)
     entries = []
     languages: Counter = Counter()
+    from_svg = 0
     for txt in descriptions:
-        png = txt.with_suffix(".png")
+        png, drawing = txt.with_suffix(".png"), txt.with_suffix(".svg")
         if progress is not None:
             progress(1)
-        if not png.is_file():
-            skipped["svg_only" if txt.with_suffix(".svg").is_file() else "no_image"] += 1
+        if not png.is_file() and not (svg and drawing.is_file()):
+            skipped["svg_only" if drawing.is_file() else "no_image"] += 1
             continue
         try:
             per_language = read_stamp_descriptions(txt)
         except ValueError:
             skipped["bad_txt"] += 1
             continue
+        source = png if png.is_file() else drawing
         try:
-            image = load_image(png, max_pixels=max_pixels)
+            if source is png:
+                image = load_image(png, max_pixels=max_pixels)
+            else:
+                image = rasterise_svg(drawing, image_size, max_pixels)
+                from_svg += 1
         except BadImageError as e:
             skipped[e.reason] += 1
             continue
@@ -123,16 +160,17 @@ def build_tuxpaint_set(
             lambda p, image=image: image.save(p, "JPEG", quality=95),
             sync=False,
         )
-        rel = png.relative_to(root)
+        rel = source.relative_to(root)
         extra = {"image/path": str(rel).replace(os.sep, "/"), "image/category": rel.parts[0]}
         entries.append((key, {lang: [t] for lang, t in per_language.items()}, extra))
         languages.update(per_language.keys())
     if not entries:
-        raise ValueError(f"no stamp under {root} has both a PNG and a description")
+        raise ValueError(f"no stamp under {root} has both an image and a description")
     write_captions_jsonl(out, entries)
     stats = {
-        "params": {"stamps_dir": str(root), "image_size": image_size},
+        "params": {"stamps_dir": str(root), "image_size": image_size, "svg": svg},
         "images": len(entries),
+        "images_from_svg": from_svg,
         "languages": len(languages),
         "captions_per_language": dict(sorted(languages.items(), key=lambda x: (-x[1], x[0]))),
         "skipped": dict(sorted((k, v) for k, v in skipped.items() if v)),
