@@ -13,6 +13,7 @@ from PIL import Image
 from clippo.cli import main
 from clippo.data.build.tuxpaint import (
     STAMPS_DIR,
+    BadTamilLine,
     build_tuxpaint_set,
     rasterise_svg,
     read_stamp_descriptions,
@@ -147,6 +148,18 @@ def test_tuxpaint_build_writes_the_xm3600_layout_and_counts_skips(few_stamps, tm
     (out / "images" / "stale.jpg").write_bytes(b"x")
     build_tuxpaint_set(out, stamps_dir=few_stamps, image_size=32)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["tp0000.jpg", "tp0001.jpg"]
+
+
+def test_tuxpaint_stamp_with_a_bad_tamil_line_is_kept_without_it(few_stamps, tmp_path):
+    sign = few_stamps / "town" / "sign.txt"
+    sign.write_text("A sign.\nfr.utf8=Un panneau.\nta.utf8=´Õ \xff.\n", encoding="utf-8")
+    with pytest.raises(BadTamilLine, match=r"sign.txt: the ta line: not TSCII") as caught:
+        read_stamp_descriptions(sign)
+    assert caught.value.descriptions == {"en": "A sign.", "fr": "Un panneau."}
+    stats = build_tuxpaint_set(tmp_path / "set", stamps_dir=few_stamps, image_size=32)
+    assert stats["images"] == 2 and stats["skipped"]["bad_ta_line"] == 1
+    data = read_caption_set(tmp_path / "set")
+    assert data.captions[1] == {"en": ["A sign."], "fr": ["Un panneau."]}
 
 
 def test_tuxpaint_svg_only_stamps_are_drawn_when_asked(few_stamps, tmp_path):

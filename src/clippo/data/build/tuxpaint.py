@@ -17,7 +17,8 @@ PNG stamps only, the set every figure in docs/multilingual.md was measured on.
 
 What is left out, and counted in ``stats.json``: a PNG without a ``.txt`` (mirrored variants,
 some Tux figures), a description with an SVG and no PNG (without ``svg``) or an SVG CairoSVG
-refuses (``bad_svg``), a ``.txt`` with neither, an unreadable image. Never train on this set,
+refuses (``bad_svg``), a ``.txt`` with neither, an unreadable image; a Tamil line that is not
+TSCII (``bad_ta_line``: the stamp is kept without it). Never train on this set,
 nor on other files of the tuxpaint packages (their message catalogues hold the same
 descriptions).
 """
@@ -47,12 +48,21 @@ PIVOT = "en"  # the language of a description's first line
 _LANG_LINE = re.compile(r"^([A-Za-z]{2,3}(?:_[A-Za-z]{2})?(?:@[A-Za-z]+)?)\.utf8=(.*)$")
 
 
+class BadTamilLine(ValueError):
+    """A stamp's ``ta`` line is not TSCII; ``descriptions`` holds the file's other languages."""
+
+    def __init__(self, message: str, descriptions: dict[str, str]):
+        super().__init__(message)
+        self.descriptions = descriptions
+
+
 def read_stamp_descriptions(path: str | os.PathLike) -> dict[str, str]:
     """``{language: description}`` of one stamp ``.txt``: the first line is ``en``.
 
     Blank descriptions are dropped; other lines (none in the Debian package) are ignored; ``ta``
-    is decoded from TSCII. Raises ValueError for a file that is not UTF-8, has no English first
-    line or a Tamil line that is not TSCII.
+    is decoded from TSCII. Raises ValueError for a file that is not UTF-8 or has no English
+    first line, and BadTamilLine (a ValueError with the other languages) for a Tamil line that
+    is not TSCII.
     """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -70,7 +80,8 @@ def read_stamp_descriptions(path: str | os.PathLike) -> dict[str, str]:
         try:
             out["ta"] = tamil_from_tux_paint(out["ta"])
         except ValueError as e:
-            raise ValueError(f"{path}: the ta line: {e}") from None
+            del out["ta"]
+            raise BadTamilLine(f"{path}: the ta line: {e}", out) from None
     return out
 
 
@@ -140,6 +151,9 @@ def build_tuxpaint_set(
             continue
         try:
             per_language = read_stamp_descriptions(txt)
+        except BadTamilLine as e:  # the stamp stays, without its Tamil caption
+            per_language = e.descriptions
+            skipped["bad_ta_line"] += 1
         except ValueError:
             skipped["bad_txt"] += 1
             continue
