@@ -80,10 +80,9 @@ analyze() {
 # stamps (data/tuxpaint) and with the SVG-only ones drawn (data/tuxpaint_svg), into
 # data/results/multilingual_NAME and multilingual_NAME_svg; skipped when done.
 tuxpaint() {
-  local set suffix
+  local set out
   for set in tuxpaint tuxpaint_svg; do
-    suffix=${set#tuxpaint}
-    local out=data/results/multilingual_$1$suffix
+    out=data/results/multilingual_$1${set#tuxpaint}
     [[ -f $out/metrics.json ]] && continue
     clippo eval multilingual --model "runs/$1/model" --data "data/$set" --out "$out" \
       --label "$2" >"runs/$1.$set.log" 2>&1

@@ -141,13 +141,13 @@ def build_tuxpaint_set(
     skipped["png_without_txt"] = sum(not p.with_suffix(".txt").is_file() for p in pngs)
     entries = []
     languages: Counter = Counter()
-    from_svg = 0
     for txt in descriptions:
         png, drawing = txt.with_suffix(".png"), txt.with_suffix(".svg")
         if progress is not None:
             progress(1)
-        if not png.is_file() and not (svg and drawing.is_file()):
-            skipped["svg_only" if drawing.is_file() else "no_image"] += 1
+        source = png if png.is_file() else drawing if drawing.is_file() else None
+        if source is None or (source is drawing and not svg):
+            skipped["svg_only" if source is drawing else "no_image"] += 1
             continue
         try:
             per_language = read_stamp_descriptions(txt)
@@ -157,13 +157,11 @@ def build_tuxpaint_set(
         except ValueError:
             skipped["bad_txt"] += 1
             continue
-        source = png if png.is_file() else drawing
         try:
             if source is png:
                 image = load_image(png, max_pixels=max_pixels)
             else:
                 image = rasterise_svg(drawing, image_size, max_pixels)
-                from_svg += 1
         except BadImageError as e:
             skipped[e.reason] += 1
             continue
@@ -184,7 +182,7 @@ def build_tuxpaint_set(
     stats = {
         "params": {"stamps_dir": str(root), "image_size": image_size, "svg": svg},
         "images": len(entries),
-        "images_from_svg": from_svg,
+        "images_from_svg": sum(e[2]["image/path"].endswith(".svg") for e in entries),
         "languages": len(languages),
         "captions_per_language": dict(sorted(languages.items(), key=lambda x: (-x[1], x[0]))),
         "skipped": dict(sorted((k, v) for k, v in skipped.items() if v)),
