@@ -44,6 +44,7 @@ DEFAULT_MAX_MEMBER_BYTES = 64 * 2**20
 TEXT_SAMPLING = ("random", "first", "all")
 # Stream ids for sample_rng: the text choice must not correlate with the image augmentation.
 _TEXT_STREAM = 1
+_SPACES_STREAM = 2  # the leading-spaces augmentation of rendered training texts
 
 Sample = dict[str, Any]
 
@@ -325,7 +326,10 @@ class ShardDataset(IterableDataset):
     header, truncated file, a tar member over ``max_member_bytes``, which is never read); an
     image that passes them yet fails to decode (rare) shifts that worker's later batches by one
     sample after a resume. ``text_sampling`` defaults to "random" for training and "first" (the
-    title, for openclipart) for evaluation.
+    title, for openclipart) for evaluation. ``leading_spaces`` (training only): each text goes
+    to ``text_transform`` after 0..``leading_spaces`` spaces (uniform, drawn per seed, epoch
+    and key), so a rendered text sits at another place on the canvas and breaks its lines
+    elsewhere; ``text`` keeps the string as read.
     """
 
     def __init__(
@@ -347,9 +351,12 @@ class ShardDataset(IterableDataset):
         world_size: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
+        leading_spaces: int = 0,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(leading_spaces, int) or leading_spaces < 0:
+            raise ValueError(f"leading_spaces must be an int >= 0, got {leading_spaces!r}")
         text_sampling = text_sampling or ("random" if train else "first")
         if text_sampling not in TEXT_SAMPLING:
             raise ValueError(f"text_sampling must be one of {TEXT_SAMPLING}, got {text_sampling!r}")
@@ -365,6 +372,7 @@ class ShardDataset(IterableDataset):
         self.text_sampling, self.start_batch = text_sampling, start_batch
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         self.max_pixels, self.max_member_bytes = max_pixels, max_member_bytes
+        self.leading_spaces = leading_spaces if train else 0
 
     # -- the raw stream -------------------------------------------------------------------
 
@@ -452,6 +460,15 @@ class ShardDataset(IterableDataset):
         rng = sample_rng(self.seed, epoch, key, _TEXT_STREAM)
         return texts[int(rng.integers(len(texts)))]
 
+    def _text_inputs(self, texts: list[str], epoch: int, key: str) -> list[Any]:
+        """``text_transform`` of each of one example's ``texts``, each after its own number of
+        leading spaces (``leading_spaces``; none when 0)."""
+        if self.leading_spaces:
+            rng = sample_rng(self.seed, epoch, key, _SPACES_STREAM)
+            spaces = rng.integers(0, self.leading_spaces + 1, size=len(texts))
+            texts = [" " * int(n) + text for n, text in zip(spaces, texts, strict=True)]
+        return [self.text_transform(text) for text in texts]
+
     def _decoded(self, sample: Sample) -> Image.Image:
         """The RGB image of a sample that passed ``_check``; ``BadImageError`` if it does not
         decode. JPEGs decode at reduced scale (draft) down to the transform's size."""
@@ -477,7 +494,7 @@ class ShardDataset(IterableDataset):
         text = self._pick_text(texts, epoch, key)
         out = {"image": pixels, "text": text, "texts": texts, "label": label, "key": key}
         if self.text_transform is not None:
-            out["text_input"] = self.text_transform(text)
+            (out["text_input"],) = self._text_inputs([text], epoch, key)
         return out
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:

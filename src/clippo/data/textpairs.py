@@ -86,6 +86,7 @@ class TextPairDataset(ShardDataset):
     ones. Each batch: ``text_a``, ``text_b``, ``key`` (lists); ``text_a_input``,
     ``text_b_input`` (``text_transform`` of each side, stacked; only with a transform);
     ``skipped`` and ``skip_reasons`` (samples without a valid pair since the previous batch).
+    ``leading_spaces`` shifts each side by its own draw.
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class TextPairDataset(ShardDataset):
         start_batch: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        leading_spaces: int = 0,
     ):
         super().__init__(
             urls,
@@ -118,6 +120,7 @@ class TextPairDataset(ShardDataset):
             start_batch=start_batch,
             rank=rank,
             world_size=world_size,
+            leading_spaces=leading_spaces,
         )
 
     def _check(self, sample: Sample) -> str | Pair:
@@ -136,8 +139,8 @@ class TextPairDataset(ShardDataset):
     def _decode(self, sample: Sample, text_a: str, text_b: str, epoch: int) -> Sample:
         out = {"text_a": text_a, "text_b": text_b, "key": sample["__key__"]}
         if self.text_transform is not None:
-            out["text_a_input"] = self.text_transform(text_a)
-            out["text_b_input"] = self.text_transform(text_b)
+            inputs = self._text_inputs([text_a, text_b], epoch, out["key"])
+            out["text_a_input"], out["text_b_input"] = inputs
         return out
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:

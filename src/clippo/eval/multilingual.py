@@ -122,11 +122,22 @@ class BitextRetrievalEvaluator:
     multilingual bitext: language X -> English) and ``a2b`` (each distinct ``text_a`` retrieves
     any of its ``text_b``). Where the pairs carry their language (``clippo data textpairs``
     with several languages): ``LANG/b2a_recall@k`` per language and ``mean/b2a_recall@k``, the
-    languages weighing the same, as tuxpaint's and XM3600's means do."""
+    languages weighing the same, as tuxpaint's and XM3600's means do.
+
+    ``leading_spaces`` (e.g. ``[1, 2, 3]``): b2a again with every ``text_b`` drawn after that
+    many spaces (another place on the canvas, other line breaks): ``spaces{n}/b2a_recall@k``
+    and ``spaces{n}/mean/b2a_recall@k`` per count, and ``spaces_mean/...``, the mean over no
+    spaces and each count: how well the text is read wherever it sits."""
 
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    leading_spaces: list[int] = field(default_factory=list)
     needs_texts = True
     needs_pairs = True  # its set must be text pairs (``kind: textpairs``)
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.leading_spaces if not isinstance(n, int) or n < 1]
+        if bad:
+            raise ValueError(f"leading_spaces: counts must be ints >= 1, got {bad}")
 
     def __call__(self, ctx) -> dict[str, float]:
         s = ctx.embedded
@@ -135,23 +146,43 @@ class BitextRetrievalEvaluator:
             raise ValueError("the bitext evaluator needs a text-pair set (kind: textpairs)")
         pivots, queries = _normalise(s.text[:n]), _normalise(s.text[n:])
         pivot_ids, targets = s.text_image_ids[:n], s.text_image_ids[n:]
+        languages = s.text_languages[n:]
+        # Pairs written without their language are scored as a whole only.
+        by_lang = None if "" in languages else _rows_by_language(languages)
         b2a = retrieval_ranks(queries, pivots, targets, pivot_ids)
         a2b = retrieval_ranks(pivots, queries, pivot_ids, targets)
-        out: dict[str, float] = {}
-        for k in self.ks:
-            out[f"a2b_recall@{k}"] = (a2b < k).float().mean().item()
-            out[f"b2a_recall@{k}"] = (b2a < k).float().mean().item()
+        out = {f"a2b_recall@{k}": (a2b < k).float().mean().item() for k in self.ks}
+        out.update(self._b2a_metrics(b2a, by_lang, per_language=True))
         out.update(pairs=len(targets), pivots=len(pivot_ids))
-        languages = s.text_languages[n:]
-        if "" in languages:  # pairs written without their language
-            return out
-        by_lang = _rows_by_language(languages)
+        if by_lang is not None:
+            out.update({f"{lang}/pairs": len(rows) for lang, rows in sorted(by_lang.items())})
+            out["languages"] = len(by_lang)
+        shifted = [out]
+        for count in self.leading_spaces:
+            moved = _normalise(ctx.encode_text([" " * count + t for t in s.texts[n:]]))
+            ranks = retrieval_ranks(moved, pivots, targets, pivot_ids)
+            metrics = self._b2a_metrics(ranks, by_lang, per_language=False)
+            shifted.append(metrics)
+            out.update({f"spaces{count}/{name}": value for name, value in metrics.items()})
+        if self.leading_spaces:
+            for name in shifted[1]:
+                out[f"spaces_mean/{name}"] = sum(m[name] for m in shifted) / len(shifted)
+        return out
+
+    def _b2a_metrics(
+        self, ranks: torch.Tensor, by_lang: dict[str, list[int]] | None, per_language: bool
+    ) -> dict[str, float]:
+        """``b2a_recall@k`` over all queries and, with languages, ``mean/b2a_recall@k`` (and
+        with ``per_language`` each ``LANG/b2a_recall@k``)."""
+        out = {}
         for k in self.ks:
-            per = {lang: (b2a[rows] < k).float().mean().item() for lang, rows in by_lang.items()}
-            out.update({f"{lang}/b2a_recall@{k}": value for lang, value in sorted(per.items())})
+            out[f"b2a_recall@{k}"] = (ranks < k).float().mean().item()
+            if by_lang is None:
+                continue
+            per = {lang: (ranks[rows] < k).float().mean().item() for lang, rows in by_lang.items()}
+            if per_language:
+                out.update({f"{lang}/b2a_recall@{k}": value for lang, value in sorted(per.items())})
             out[f"mean/b2a_recall@{k}"] = sum(per.values()) / len(per)
-        out.update({f"{lang}/pairs": len(rows) for lang, rows in sorted(by_lang.items())})
-        out["languages"] = len(by_lang)
         return out
 
 

@@ -54,10 +54,14 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-time image augmentation."""
+    """Training-time augmentation."""
 
     flip: bool = False
     random_resized_crop: list[float] | None = None  # [min_scale, max_scale]
+    # Rendered text (CLIPPO's): every training text (alt-text, both sides of a text pair) is
+    # drawn after 0..leading_spaces spaces, so words sit at other places and lines break
+    # elsewhere; a space is 4 pixels wide. 0: off.
+    leading_spaces: int = 0
 
 
 @dataclass
@@ -294,6 +298,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
         ("optim.grad_clip_norm", cfg.optim.grad_clip_norm),
         ("data.shuffle_buffer", cfg.data.shuffle_buffer),
         ("data.workers", cfg.data.workers),
+        ("data.augment.leading_spaces", cfg.data.augment.leading_spaces),
         ("train.threads", cfg.train.threads),
     ):
         if value < 0:
@@ -363,6 +368,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "data.in_memory decodes data.train for contrastive pre-training; fine-tuning "
             "(finetune.task / finetune.protocol) reads its own data, so leave data.in_memory off"
+        )
+    if cfg.data.augment.leading_spaces and cfg.finetune.task:
+        raise ConfigError(
+            "data.augment.leading_spaces shifts the texts of contrastive pre-training; "
+            "fine-tuning (finetune.task) reads its own data and would ignore it: set it to 0"
         )
     if cfg.finetune.protocol not in ("", "fused", "grid"):
         raise ConfigError(f"finetune.protocol must be fused or grid, got {cfg.finetune.protocol!r}")

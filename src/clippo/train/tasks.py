@@ -192,6 +192,11 @@ def train_batches(
             f"{pairs} text pairs per batch are not divisible by {env.world_size} processes"
         )
     aug = cfg.data.augment
+    if aug.leading_spaces and not isinstance(model.text_transform, UnifontRenderer):
+        raise ValueError(
+            f"data.augment.leading_spaces={aug.leading_spaces} shifts rendered text; "
+            f"{type(model).__name__} ({cfg.model.name}) reads text through a tokenizer: set it to 0"
+        )
     transform = ImageTransform(
         model.image_size,
         train=True,
@@ -213,6 +218,7 @@ def train_batches(
         start_batch=start_batch,
         rank=env.rank,
         world_size=env.world_size,
+        leading_spaces=aug.leading_spaces,
     )
     per_rank = (cfg.data.batch_size - pairs) // env.world_size
     dataset = None  # text pairs only (text_pair_fraction 1): no image/alt-text stream
