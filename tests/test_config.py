@@ -111,3 +111,9 @@ def test_multilingual_cotrain_ui_is_the_earlier_recipe_with_what_the_dev_set_cho
     assert set(sets[1]) - set(sets[0]) == {"dev"}
     assert (dev["kind"], list(dev["evaluators"])) == ("textpairs", ["bitext"])
     assert dev["data"] == "data/textpairs/multi_ui1500/val-*.tar"
+
+
+def test_leading_spaces_are_refused_for_fine_tuning():
+    assert load_config(None, ["data.augment.leading_spaces=4"]).data.augment.leading_spaces == 4
+    with pytest.raises(ConfigError, match="fine-tuning \\(finetune.task\\) reads its own data"):
+        load_config(None, ["data.augment.leading_spaces=4", "finetune.task=sst2"])

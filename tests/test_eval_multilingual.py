@@ -195,6 +195,13 @@ PAIR_VECTORS = {
     "maison": _at(130),  # house's (50 degrees), but dog is nearer (40) -> rank 1
 }  # fmt: skip
 PAIRS = [("cat", "chat"), ("cat", "Katze"), ("dog", "chien"), ("house", "maison")]
+# The queries drawn after one leading space (the bitext evaluator's leading_spaces), 45 degrees on.
+SHIFTED_VECTORS = {
+    " chat": _at(55),  # dog (35 degrees) nearer than cat (55) -> rank 1
+    " Katze": _at(125),  # dog 35, house 55, cat 125 -> rank 2
+    " chien": _at(140),  # house 40 nearer than dog 50 -> rank 1
+    " maison": _at(175),  # house 5 -> hit
+}  # fmt: skip
 
 
 class _TableModel(torch.nn.Module):
@@ -207,7 +214,7 @@ class _TableModel(torch.nn.Module):
 
     def encode_text(self, texts):
         self.embedded.extend(texts)
-        return torch.tensor([PAIR_VECTORS[t] for t in texts])
+        return torch.tensor([(PAIR_VECTORS | SHIFTED_VECTORS)[t] for t in texts])
 
 
 def _pair_set(tmp_path, pairs=PAIRS, languages=None):
@@ -258,6 +265,30 @@ def test_bitext_evaluator_per_language_and_their_mean(tmp_path):
     assert (out["dev/languages"], out["dev/fr/pairs"], out["dev/de/pairs"]) == (2, 3, 1)
     with pytest.raises(ValueError, match="3 languages for 4 pairs: give one per pair"):
         _pair_set(tmp_path / "bad", languages=["fr", "de", "fr"])
+
+
+def test_bitext_evaluator_with_leading_spaces_hand_counted(tmp_path):
+    pattern = _pair_set(tmp_path, languages=["fr", "de", "fr", "fr"])
+    options = {"ks": [1, 2], "leading_spaces": [1]}
+    dev = EvalSetConfig(data=pattern, kind="textpairs", evaluators={"bitext": options})
+    model = _TableModel()
+    out = EvalSets({"dev": dev}).run(model)
+    assert out["dev/b2a_recall@1"] == pytest.approx(0.5)  # as without the option
+    # One space: maison hits, chat and chien at rank 1, Katze at rank 2.
+    assert out["dev/spaces1/b2a_recall@1"] == pytest.approx(1 / 4)
+    assert out["dev/spaces1/b2a_recall@2"] == pytest.approx(3 / 4)
+    assert out["dev/spaces1/mean/b2a_recall@1"] == pytest.approx((1 / 3 + 0) / 2)  # fr, de
+    assert out["dev/spaces1/mean/b2a_recall@2"] == pytest.approx((3 / 3 + 0) / 2)
+    # spaces_mean: over no spaces and one space.
+    assert out["dev/spaces_mean/b2a_recall@1"] == pytest.approx((0.5 + 0.25) / 2)
+    assert out["dev/spaces_mean/mean/b2a_recall@1"] == pytest.approx((1 / 3 + 1 / 6) / 2)
+    assert out["dev/spaces_mean/mean/b2a_recall@2"] == pytest.approx((1.0 + 0.5) / 2)
+    assert not any(k.startswith("dev/spaces1/fr/") for k in out)  # means only, shifted
+    assert sorted(t for t in model.embedded if t.startswith(" ")) == sorted(SHIFTED_VECTORS)
+    for bad in ([0], [-2]):
+        evaluators = {"bitext": {"leading_spaces": bad}}
+        with pytest.raises(ValueError, match="leading_spaces: counts must be ints >= 1"):
+            EvalSets({"dev": EvalSetConfig(data=pattern, kind="textpairs", evaluators=evaluators)})
 
 
 def test_textpairs_sets_and_the_bitext_evaluator_go_together(tmp_path, openclipart_small):

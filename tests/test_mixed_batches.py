@@ -1,7 +1,9 @@
 """Co-training with text pairs: batch composition, the text path, the loss, resume, configs."""
 
+import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -397,3 +399,61 @@ def test_cli_trains_packaged_lit_multilingual_config(
     assert "i2t_recall@1" in printed
     saved = json.loads((tmp_path / "w" / "model" / "config.json").read_text())
     assert saved["model_type"] == "lit" and saved["image_mode"] == "L"
+
+
+def _spaces_before(render, text, pixels, most):
+    """How many leading spaces ``text`` was drawn after: the one count in 0..``most`` whose
+    render equals ``pixels`` (None if none does)."""
+    counts = [n for n in range(most + 1) if np.array_equal(render(" " * n + text), pixels)]
+    assert len(counts) <= 1, f"{text!r}: two counts draw the same pixels"
+    return counts[0] if counts else None
+
+
+def test_leading_spaces_draw_every_training_text_after_0_to_n_spaces_and_resume(
+    openclipart_small, fortune_pairs
+):
+    sets = {"data.workers": 0, "data.augment": {"leading_spaces": 3}}
+    cfg = _cfg(openclipart_small, fortune_pairs, **sets)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    render = model.text_transform
+    batches = list(itertools.islice(iter(build_train_loader(cfg, model, DistEnv(), 0)), 3))
+    counts = []
+    for batch in batches:
+        for texts, key in (("text", "text_input"), ("pair_text_a", "pair_text_a_input"),
+                           ("pair_text_b", "pair_text_b_input")):  # fmt: skip
+            for text, pixels in zip(batch[texts], batch[key].numpy(), strict=True):
+                counts.append(_spaces_before(render, text, pixels, 3))
+    assert None not in counts  # every input is its text after 0..3 spaces (the text unchanged)
+    assert set(counts) == {0, 1, 2, 3}  # 30 texts (6 alt-texts, 2 pairs a batch): each count
+    # The draws are a function of (seed, epoch, key): a resumed loader draws the same.
+    resumed = next(iter(build_train_loader(cfg, model, DistEnv(), 2)))
+    for key in ("text_input", "pair_text_a_input", "pair_text_b_input"):
+        assert torch.equal(batches[2][key], resumed[key])
+    # Off by default, and never at evaluation: the text as written.
+    plain = next(iter(build_train_loader(_cfg(openclipart_small, fortune_pairs, **{
+        "data.workers": 0}), model, DistEnv(), 0)))  # fmt: skip
+    pairs = zip(plain["pair_text_b"], plain["pair_text_b_input"].numpy(), strict=True)
+    assert all(np.array_equal(render(t), p) for t, p in pairs)
+    evaluation = TextPairDataset(fortune_pairs[0], batch_size=4, text_transform=render,
+                                 train=False, leading_spaces=3)  # fmt: skip
+    batch = next(iter(evaluation))
+    assert all(np.array_equal(render(t), p) for t, p in
+               zip(batch["text_b"], batch["text_b_input"].numpy(), strict=True))  # fmt: skip
+    with pytest.raises(ValueError, match="leading_spaces must be an int >= 0, got -1"):
+        TextPairDataset(fortune_pairs[0], batch_size=4, leading_spaces=-1)
+
+
+def test_leading_spaces_need_rendered_text_and_pre_training(
+    openclipart_small, fortune_pairs, openclipart_tokenizer
+):
+    options = {"image_size": 32, "out_dim": 16, "tokenizer": str(openclipart_tokenizer)}
+    sets = {"model.name": "1t-clip-mu/16", "model.options": options, "data.workers": 0,
+            "data.augment": {"leading_spaces": 2}}  # fmt: skip
+    cfg = _cfg(openclipart_small, fortune_pairs, **sets)
+    model = build_model(cfg)
+    message = r"leading_spaces=2 shifts rendered text; OneTowerCLIP \(1t-clip-mu/16\) reads text"
+    with pytest.raises(ValueError, match=message):
+        build_train_loader(cfg, model, DistEnv(), 0)
+    with pytest.raises(ConfigError, match="data.augment.leading_spaces must be >= 0, got -1"):
+        _cfg(openclipart_small, fortune_pairs, **{"data.augment": {"leading_spaces": -1}})
