@@ -212,6 +212,13 @@ case ${1:-} in
     run multilingual_cotrain_ui_bf16_80px multilingual_cotrain_ui --set train.total_steps=2000 \
       --set model.options.image_size=80 \
       && tuxpaint multilingual_cotrain_ui_bf16_80px "CLIPPO + pairs, 80 px, 2,000 steps"
+    # Reading a text wherever it sits: the 3,400-step recipe with every training text drawn
+    # after 0..8 and 0..4 leading spaces (the second is the reported recipe).
+    for n in 8 4; do
+      run multilingual_cotrain_ui_bf16_3400_spaces$n multilingual_cotrain_ui \
+        --set train.total_steps=3400 --set data.augment.leading_spaces=$n \
+        && tuxpaint multilingual_cotrain_ui_bf16_3400_spaces$n "CLIPPO + pairs, 3,400 steps, 0-$n spaces"
+    done
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"
