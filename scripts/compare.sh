@@ -219,6 +219,9 @@ case ${1:-} in
         --set train.total_steps=3400 --set data.augment.leading_spaces=$n \
         && tuxpaint multilingual_cotrain_ui_bf16_3400_spaces$n "CLIPPO + pairs, 3,400 steps, 0-$n spaces"
     done
+    run multilingual_cotrain_ui_bf16_80px_spaces4 multilingual_cotrain_ui --set train.total_steps=2000 \
+      --set model.options.image_size=80 --set data.augment.leading_spaces=4 \
+      && tuxpaint multilingual_cotrain_ui_bf16_80px_spaces4 "CLIPPO + pairs, 80 px, 2,000 steps, 0-4 spaces"
     # The token baselines with the English tokenizer, and CLIPPO at their steps (compare.sh zoo's).
     tuxpaint zoo_1tclip "1T-CLIP (English 2k)"
     tuxpaint zoo_clip "CLIP* (English 2k)"
