@@ -152,21 +152,22 @@ class BitextRetrievalEvaluator:
         b2a = retrieval_ranks(queries, pivots, targets, pivot_ids)
         a2b = retrieval_ranks(pivots, queries, pivot_ids, targets)
         out = {f"a2b_recall@{k}": (a2b < k).float().mean().item() for k in self.ks}
-        out.update(self._b2a_metrics(b2a, by_lang, per_language=True))
+        unshifted = self._b2a_metrics(b2a, by_lang, per_language=True)
+        out.update(unshifted)
         out.update(pairs=len(targets), pivots=len(pivot_ids))
         if by_lang is not None:
             out.update({f"{lang}/pairs": len(rows) for lang, rows in sorted(by_lang.items())})
             out["languages"] = len(by_lang)
-        shifted = [out]
+        positions = [unshifted]
         for count in self.leading_spaces:
             moved = _normalise(ctx.encode_text([" " * count + t for t in s.texts[n:]]))
             ranks = retrieval_ranks(moved, pivots, targets, pivot_ids)
             metrics = self._b2a_metrics(ranks, by_lang, per_language=False)
-            shifted.append(metrics)
+            positions.append(metrics)
             out.update({f"spaces{count}/{name}": value for name, value in metrics.items()})
-        if self.leading_spaces:
-            for name in shifted[1]:
-                out[f"spaces_mean/{name}"] = sum(m[name] for m in shifted) / len(shifted)
+        if self.leading_spaces:  # the shifted metrics' names: no per-language keys
+            for name in positions[1]:
+                out[f"spaces_mean/{name}"] = sum(m[name] for m in positions) / len(positions)
         return out
 
     def _b2a_metrics(

@@ -56,7 +56,7 @@ from clippo.models.heads import (
     image_tower,
     join_pair,
 )
-from clippo.models.vit import ViT
+from clippo.models.vit import ViT, ViTConfig
 from clippo.models.vqa_grid import VQAGridConfig, VQAGridModel
 from clippo.render import UnifontRenderer
 from clippo.train.config import ExperimentConfig, ModelConfig
@@ -112,17 +112,11 @@ def _check_init_options(model: nn.Module, mc: ModelConfig) -> int | None:
 
 
 def resize_clippo(model: CLIPPO, image_size: int) -> CLIPPO:
-    """``model`` reading (and rendering text on) ``image_size`` canvases: each tower through
-    ``resize_vit`` (a learned position embedding resampled), every other weight the same."""
+    """``model`` reading (and rendering text on) ``image_size`` canvases: each tower's position
+    embedding resized as ``resize_vit`` does, every other weight the same."""
     vit = dataclasses.replace(model.cfg.vit, image_size=image_size)
     resized = CLIPPO(dataclasses.replace(model.cfg, vit=vit))
-    state = model.state_dict()
-    for name in ("image", "text"):
-        tower = getattr(model, name)
-        if tower is not None:
-            sized = resize_vit(tower, image_size).state_dict()
-            state.update({f"{name}.{key}": value for key, value in sized.items()})
-    resized.load_state_dict(state)
+    resized.load_state_dict(_resample_pos_embeds(model.state_dict(), vit, ("image.", "text.")))
     return resized.to(next(model.parameters()).dtype)
 
 
@@ -451,11 +445,19 @@ def resize_vit(vit: ViT, image_size: int) -> ViT:
         return vit
     cfg = dataclasses.replace(vit.cfg, image_size=image_size)
     resized = ViT(cfg)
-    state = vit.state_dict()
-    if cfg.posemb == "learn":
-        state["pos_embed"] = resample_posemb(state["pos_embed"], cfg.grid)
-    resized.load_state_dict(state)
+    resized.load_state_dict(_resample_pos_embeds(vit.state_dict(), cfg))
     return resized
+
+
+def _resample_pos_embeds(state: dict, cfg: ViTConfig, prefixes: tuple[str, ...] = ("",)) -> dict:
+    """``state`` with each ``{prefix}pos_embed`` it holds resampled to ``cfg``'s grid when
+    learned (bilinear, big_vision's ``resample_posemb``); a sin-cos table is not in the state:
+    the model that loads it builds its own."""
+    if cfg.posemb == "learn":
+        for key in (f"{prefix}pos_embed" for prefix in prefixes):
+            if key in state:
+                state[key] = resample_posemb(state[key], cfg.grid)
+    return state
 
 
 def render_settings(model: nn.Module) -> dict:
