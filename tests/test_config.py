@@ -113,7 +113,27 @@ def test_multilingual_cotrain_ui_is_the_earlier_recipe_with_what_the_dev_set_cho
     assert dev["data"] == "data/textpairs/multi_ui1500/val-*.tar"
 
 
-def test_leading_spaces_are_refused_for_fine_tuning():
-    assert load_config(None, ["data.augment.leading_spaces=4"]).data.augment.leading_spaces == 4
-    with pytest.raises(ConfigError, match="fine-tuning \\(finetune.task\\) reads its own data"):
-        load_config(None, ["data.augment.leading_spaces=4", "finetune.task=sst2"])
+@pytest.mark.parametrize("setting", ["leading_spaces=4", "join_pairs=0.5"])
+def test_text_augmentations_are_refused_for_fine_tuning(setting):
+    pairs = ["data.text_pairs=p-*.tar", "data.text_pair_fraction=0.5"]
+    key, value = setting.split("=")
+    cfg = load_config(None, [f"data.augment.{setting}", *pairs])
+    assert getattr(cfg.data.augment, key) == float(value)
+    message = f"data.augment.{key} augments the texts of contrastive pre-training; fine-tuning"
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"data.augment.{setting}", "finetune.task=sst2"])
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["data.augment.join_pairs=0.5"], "join_pairs joins text pairs, but data.text_pair_frac"),
+        (["data.augment.join_pairs=1.5"], "must be a probability in \\[0, 1\\], got 1.5"),
+        (["data.augment.join_pairs=-0.1"], "a probability in \\[0, 1\\], got -0.1"),
+        (["data.augment.join_pairs=true"], "join_pairs: expected a number, got True"),
+    ],
+)
+def test_join_pairs_needs_a_probability_and_text_pairs(sets, message):
+    pairs = [] if "=0.5" in sets[0] else ["data.text_pairs=p-*.tar", "data.text_pair_fraction=0.5"]
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [*sets, *pairs])

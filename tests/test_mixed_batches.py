@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,9 +19,11 @@ from clippo.data.build.textpairs import (
     split_sentences,
     write_text_pair_shards,
 )
+from clippo.data.build.translations import cldr_pairs
 from clippo.factory import create_model
 from clippo.jobs.pretrain import train
 from clippo.models.clippo import text_pixels_to_input
+from clippo.render import UnifontRenderer
 from clippo.train.checkpoint import list_checkpoints
 from clippo.train.config import ConfigError, load_config
 from clippo.train.distributed import DistEnv
@@ -457,3 +460,70 @@ def test_leading_spaces_need_rendered_text_and_pre_training(
         build_train_loader(cfg, model, DistEnv(), 0)
     with pytest.raises(ConfigError, match="data.augment.leading_spaces must be >= 0, got -1"):
         _cfg(openclipart_small, fortune_pairs, **{"data.augment": {"leading_spaces": -1}})
+
+
+@pytest.fixture(scope="module")
+def tamil_pairs(tmp_path_factory):
+    """48 real English-Tamil pairs (CLDR emoji names: short, so two fit one 64 px canvas)."""
+    pairs = cldr_pairs("ta")[:48]
+    out = tmp_path_factory.mktemp("tamil_pairs")
+    stats = write_text_pair_shards(pairs, out, source="translation", shard_size=12)
+    return str(out / stats["train_pattern"]), pairs
+
+
+def _join(pair, other, first):
+    """``pair`` joined with ``other`` on both sides, ``pair`` first or second."""
+    x, y = (pair, other) if first else (other, pair)
+    return f"{x[0]} {y[0]}", f"{x[1]} {y[1]}"
+
+
+def _pair_batches(pattern, n, **kwargs):
+    reader = TextPairDataset(pattern, batch_size=8, seed=3, shuffle_buffer=16, **kwargs)
+    return list(itertools.islice(iter(reader), n))
+
+
+def test_join_pairs_join_two_pairs_of_a_batch_on_both_sides_and_resume(tamil_pairs):
+    render = UnifontRenderer(64)
+    plain = _pair_batches(tamil_pairs[0], 4)  # the same stream, nothing joined
+    joined = _pair_batches(tamil_pairs[0], 4, text_transform=render, join_pairs=1.0)
+    kinds = Counter()
+    for before, after in zip(plain, joined, strict=True):
+        assert after["key"] == before["key"]
+        originals = list(zip(before["text_a"], before["text_b"], strict=True))
+        for i, (a, b) in enumerate(zip(after["text_a"], after["text_b"], strict=True)):
+            partners = [  # (other pair, this pair first?) whose join gives (a, b)
+                (j, first)
+                for j, other in enumerate(originals)
+                for first in (True, False)
+                if j != i and (a, b) == _join(originals[i], other, first)
+            ]
+            if (a, b) == originals[i]:  # drawn, but the join would not fit: left alone
+                kinds["alone"] += 1
+            else:  # joined with one other pair of the batch, on both sides in one order
+                assert len(partners) == 1, (a, b)
+                kinds["first" if partners[0][1] else "second"] += 1
+                assert render.fits([a, b]).all()
+        # What is rendered is the string as joined.
+        for side in ("text_a", "text_b"):
+            assert np.array_equal(after[f"{side}_input"].numpy(), render(after[side]))
+    assert kinds["first"] and kinds["second"] and kinds["alone"], kinds  # 32 pairs: each kind
+    # A resumed reader joins the same; at evaluation and at probability 0 nothing is joined.
+    resumed = _pair_batches(tamil_pairs[0], 1, text_transform=render, join_pairs=1.0,
+                            start_batch=3)[0]  # fmt: skip
+    assert resumed["text_b"] == joined[3]["text_b"]
+    assert torch.equal(resumed["text_b_input"], joined[3]["text_b_input"])
+    for kwargs in ({"join_pairs": 0.0}, {"join_pairs": 1.0, "train": False}):
+        batch = _pair_batches(tamil_pairs[0], 1, text_transform=render, **kwargs)[0]
+        assert set(zip(batch["text_a"], batch["text_b"], strict=True)) <= set(tamil_pairs[1])
+    half = _pair_batches(tamil_pairs[0], 4, join_pairs=0.5)  # no transform: every draw joins
+    together = sum(a not in dict(tamil_pairs[1]) for b in half for a in b["text_a"])
+    assert 8 <= together <= 24, together  # of 32, about half
+    with pytest.raises(ValueError, match=r"join_pairs must be a probability in \[0, 1\], got 2"):
+        TextPairDataset(tamil_pairs[0], batch_size=8, join_pairs=2)
+
+
+def test_join_pairs_reach_the_training_loader(openclipart_small, tamil_pairs):
+    cfg = _cfg(openclipart_small, tamil_pairs, **{"data.augment": {"join_pairs": 0.25}})
+    loader = build_train_loader(cfg, build_model(cfg), DistEnv(), 0)
+    assert loader.dataset.pairs.join_pairs == 0.25
+    assert loader.dataset.pairs.text_transform.fits is not None

@@ -348,3 +348,20 @@ def test_cli_render_writes_what_the_model_sees_with_optional_grid(tmp_path):
     inside = np.ones((64, 64), bool)
     inside[::16, :] = inside[:, ::16] = False
     np.testing.assert_array_equal(rgb[inside], UnifontRenderer.to_rgb(expected)[inside])
+
+
+@pytest.mark.parametrize(("unit", "most"), [("a", 32), ("வ", 17), ("中", 17), ("W ", 18)])
+def test_fits_says_whether_every_glyph_is_drawn(unit, most):
+    r = UnifontRenderer(64)
+    fits = r.fits([unit * k for k in range(1, 41)])
+    assert fits.tolist() == [k <= most for k in range(1, 41)]
+    # The last unit that fits changes the pixels; the next one is not drawn at all.
+    assert not np.array_equal(r(unit * (most - 1)), r(unit * most))
+    assert np.array_equal(r(unit * most), r(unit * (most + 1)))
+
+
+def test_fits_counts_the_max_chars_cut_and_takes_odd_strings():
+    r = UnifontRenderer(224, max_chars=5)
+    assert r.fits(["abcde", "abcdef", "", b"abc", "a\ud800b"]).tolist() == [
+        True, False, True, True, True
+    ]  # fmt: skip

@@ -209,6 +209,22 @@ class UnifontRenderer:
             )
         return self._render([_as_str(t) for t in texts], self.image_size)
 
+    def fits(self, texts: Sequence[str | bytes]) -> np.ndarray:
+        """(N,) bool: whether all of each text is drawn, none of it cut by ``max_chars`` or by
+        the canvas's last line (an empty text fits)."""
+        index, widths, _ = self._tables
+        size, n_bands = self.image_size, -(-self.image_size // CELL)
+        out = np.ones(len(texts), bool)
+        for i, text in enumerate(texts):
+            text = _without_surrogates(_as_str(text))
+            if self.max_chars is not None and len(text) > self.max_chars:
+                out[i] = False
+            elif text:
+                cps = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+                w = widths[index[cps]]
+                out[i] = _wrapped_line(np.cumsum(w)[-1:], w.max(keepdims=True), size)[0] < n_bands
+        return out
+
     def render_pair(self, first: TextInput, second: TextInput) -> np.ndarray:
         """Render sentence pairs as ``first + " [SEP] " + second`` (the paper's GLUE protocol)."""
         if isinstance(first, str | bytes) and isinstance(second, str | bytes):
@@ -331,9 +347,7 @@ class UnifontRenderer:
         text_begin[nonempty] = begins[starts[nonempty]]
         widest = np.zeros(len(lengths), np.int64)
         widest[nonempty] = np.maximum.reduceat(w, starts[nonempty])
-        # The reference's wrap rule, in float32 as it computes it.
-        cum = (ends - text_begin[text_id]).astype(np.float32)
-        line = np.floor(cum / (size - widest).astype(np.float32)[text_id]).astype(np.int64)
+        line = _wrapped_line(ends - text_begin[text_id], widest[text_id], size)
         keep = line < n_bands
         if not keep.all():
             glyphs, w, begins, line, text_id = (a[keep] for a in (glyphs, w, begins, line, text_id))
@@ -351,6 +365,13 @@ class UnifontRenderer:
         ink = ((canvas[:, None, :] >> _ROW_SHIFTS[None, :, None]) & 1).astype(bool)
         lines = out.reshape(-1, CELL, size)
         lines[slot[new_line]] = np.where(ink, np.uint8(self.foreground), np.uint8(self.background))
+
+
+def _wrapped_line(right_edge: np.ndarray, widest: np.ndarray, size: int) -> np.ndarray:
+    """The line of each glyph from its right edge within its text and the text's widest glyph:
+    the reference's wrap rule, in float32 as it computes it."""
+    cum = right_edge.astype(np.float32)
+    return np.floor(cum / (size - widest).astype(np.float32)).astype(np.int64)
 
 
 def draw_patch_grid(image: np.ndarray, patch: int = 16) -> np.ndarray:

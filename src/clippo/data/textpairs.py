@@ -21,8 +21,10 @@ from clippo.data.shards import (
     skip_entries,
     stack_inputs,
 )
+from clippo.data.transforms import sample_rng
 
 Pair = tuple[str, str]
+_JOIN_STREAM = 3  # sample_rng stream of the pair-joining augmentation
 
 
 def _pair_records(urls: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterator[dict]:
@@ -87,6 +89,15 @@ class TextPairDataset(ShardDataset):
     ``text_b_input`` (``text_transform`` of each side, stacked; only with a transform);
     ``skipped`` and ``skip_reasons`` (samples without a valid pair since the previous batch).
     ``leading_spaces`` shifts each side by its own draw.
+
+    ``join_pairs`` (training only): each pair is, with this probability, joined with another
+    pair of its batch drawn at random, on both sides and in the same order (drawn too): ``text_a
+    = a + " " + a2`` and ``text_b = b + " " + b2``, or the partner first. Words are then also read
+    after and before other text, at other places and across other line breaks, as in captions
+    that are sentences. A join that a rendering transform would cut (``fits``, after the most
+    leading spaces) is not made, so both halves stay visible. The draws depend on (seed, epoch,
+    key) and the batch, so a resumed reader joins the same; ``text_a`` and ``text_b`` hold the
+    strings as joined.
     """
 
     def __init__(
@@ -105,7 +116,10 @@ class TextPairDataset(ShardDataset):
         rank: int | None = None,
         world_size: int | None = None,
         leading_spaces: int = 0,
+        join_pairs: float = 0.0,
     ):
+        if not isinstance(join_pairs, int | float) or not 0 <= join_pairs <= 1:
+            raise ValueError(f"join_pairs must be a probability in [0, 1], got {join_pairs!r}")
         super().__init__(
             urls,
             batch_size=batch_size,
@@ -122,6 +136,7 @@ class TextPairDataset(ShardDataset):
             world_size=world_size,
             leading_spaces=leading_spaces,
         )
+        self.join_pairs = float(join_pairs) if train else 0.0
 
     def _check(self, sample: Sample) -> str | Pair:
         if "__error__" in sample:
@@ -137,17 +152,41 @@ class TextPairDataset(ShardDataset):
         return a, b
 
     def _decode(self, sample: Sample, text_a: str, text_b: str, epoch: int) -> Sample:
-        out = {"text_a": text_a, "text_b": text_b, "key": sample["__key__"]}
-        if self.text_transform is not None:
-            inputs = self._text_inputs([text_a, text_b], epoch, out["key"])
-            out["text_a_input"], out["text_b_input"] = inputs
+        # Drawn in _collate: joining needs the batch.
+        return {"text_a": text_a, "text_b": text_b, "key": sample["__key__"], "epoch": epoch}
+
+    def _joined(self, examples: list[Sample]) -> list[Sample]:
+        """``examples`` with the pairs that ``join_pairs`` draws joined to a partner."""
+        fits = getattr(self.text_transform, "fits", None)
+        out = []
+        for i, e in enumerate(examples):
+            rng = sample_rng(self.seed, e["epoch"], e["key"], _JOIN_STREAM)
+            if len(examples) < 2 or rng.random() >= self.join_pairs:
+                out.append(e)
+                continue
+            partner = examples[(i + 1 + int(rng.integers(len(examples) - 1))) % len(examples)]
+            first = rng.integers(2) == 0  # this pair before its partner
+            a, b = (
+                (f"{e[k]} {partner[k]}" if first else f"{partner[k]} {e[k]}")
+                for k in ("text_a", "text_b")
+            )
+            pad = " " * self.leading_spaces  # visible after any number of leading spaces
+            if fits is None or fits([pad + a, pad + b]).all():
+                e = {**e, "text_a": a, "text_b": b}
+            out.append(e)
         return out
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
+        if self.join_pairs:
+            examples = self._joined(examples)
         batch: dict[str, Any] = {k: [e[k] for e in examples] for k in ("text_a", "text_b", "key")}
         if self.text_transform is not None:
-            batch["text_a_input"] = stack_inputs([e["text_a_input"] for e in examples])
-            batch["text_b_input"] = stack_inputs([e["text_b_input"] for e in examples])
+            inputs = [
+                self._text_inputs([e["text_a"], e["text_b"]], e["epoch"], e["key"])
+                for e in examples
+            ]
+            batch["text_a_input"] = stack_inputs([a for a, _ in inputs])
+            batch["text_b_input"] = stack_inputs([b for _, b in inputs])
         batch.update(skip_entries(skips))
         return batch
 

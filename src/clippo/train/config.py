@@ -62,6 +62,10 @@ class AugmentConfig:
     # drawn after 0..leading_spaces spaces, so words sit at other places and lines break
     # elsewhere; a space is 4 pixels wide. 0: off.
     leading_spaces: int = 0
+    # Text pairs: each pair is, with this probability, joined with another pair of its batch on
+    # both sides ("a a2" / "b b2", or the partner first), where the rendered join fits the
+    # canvas; words are then read inside longer texts, as in sentence captions. 0: off.
+    join_pairs: float = 0.0
 
 
 @dataclass
@@ -369,11 +373,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
             "data.in_memory decodes data.train for contrastive pre-training; fine-tuning "
             "(finetune.task / finetune.protocol) reads its own data, so leave data.in_memory off"
         )
-    if cfg.data.augment.leading_spaces and cfg.finetune.task:
-        raise ConfigError(
-            "data.augment.leading_spaces shifts the texts of contrastive pre-training; "
-            "fine-tuning (finetune.task) reads its own data and would ignore it: set it to 0"
-        )
+    for key in ("leading_spaces", "join_pairs"):
+        if getattr(cfg.data.augment, key) and cfg.finetune.task:
+            raise ConfigError(
+                f"data.augment.{key} augments the texts of contrastive pre-training; "
+                "fine-tuning (finetune.task) reads its own data and would ignore it: set it to 0"
+            )
     if cfg.finetune.protocol not in ("", "fused", "grid"):
         raise ConfigError(f"finetune.protocol must be fused or grid, got {cfg.finetune.protocol!r}")
     if cfg.finetune.question not in ("auto", *QUESTION_SOURCES):
@@ -407,7 +412,14 @@ def _check_text_pairs(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.text_pair_fraction must lie in [0, 1], got {data.text_pair_fraction}"
         )
+    join = data.augment.join_pairs
+    if not 0 <= join <= 1:
+        raise ConfigError(f"data.augment.join_pairs must be a probability in [0, 1], got {join!r}")
     if data.text_pair_fraction == 0.0:
+        if join:
+            raise ConfigError(
+                "data.augment.join_pairs joins text pairs, but data.text_pair_fraction is 0"
+            )
         return
     if not data.text_pairs:
         raise ConfigError(

@@ -220,7 +220,10 @@ def train_batches(
         dataset = reader(cfg.data.train, batch_size=per_rank, image_transform=transform, **common)
     if pairs:
         text_pairs = TextPairDataset(
-            cfg.data.text_pairs, batch_size=pairs // env.world_size, **common
+            cfg.data.text_pairs,
+            batch_size=pairs // env.world_size,
+            join_pairs=aug.join_pairs,
+            **common,
         )
         dataset = MixedBatchDataset(dataset, text_pairs)
     return dataset

@@ -1,0 +1,87 @@
+"""Does a model read tuxpaint's Tamil nouns? For each Tamil caption of the form "ஒரு NOUN"
+("a NOUN") whose NOUN is exactly the Tamil side of a training pair, three ranks (0 = first):
+
+- the pair: NOUN among the English sides of every Tamil training pair (was the pair learnt?);
+- English: the pair's English word among tuxpaint's English captions, against the stamp's own
+  ("rooster" -> "A colorful rooster."; the English side's sentence form, no translation);
+- Tamil: NOUN among the same English captions (the translation without the article).
+
+    python scripts/probe_caption_nouns.py runs/multilingual_cotrain_ui_bf16_3400_spaces4/model
+
+Reads data/tuxpaint (``clippo data tuxpaint``) and the training pairs of
+data/textpairs/multi_ui1500 (docs/multilingual.md has the commands that build both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import tarfile
+
+import torch
+import torch.nn.functional as F
+
+import clippo
+from clippo.data.captionsets import read_caption_set
+
+ARTICLE = "ஒரு "
+
+
+def training_pairs(pattern: str, lang: str) -> dict[str, str]:
+    """text_b -> text_a of ``lang``'s pairs in the shards of ``pattern``."""
+    out = {}
+    for path in sorted(glob.glob(pattern)):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                record = json.loads(tar.extractfile(member).read())
+                if record["lang"] == lang:
+                    out[record["text_b"]] = record["text_a"]
+    return out
+
+
+def rank(query: torch.Tensor, targets: torch.Tensor, gold: list[int]) -> int:
+    """How many targets score above the best of ``gold``."""
+    scores = targets @ query
+    return int((scores > scores[gold].max()).sum())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--tuxpaint", default="data/tuxpaint")
+    p.add_argument("--pairs", default="data/textpairs/multi_ui1500/train-*.tar")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    model = clippo.from_pretrained(args.model).eval()
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return F.normalize(model.encode_text(texts).float(), dim=-1)
+
+    pairs = training_pairs(args.pairs, "ta")
+    english_sides = list(dict.fromkeys(pairs.values()))
+    captions = read_caption_set(args.tuxpaint).captions
+    english = [(i, c["en"][0]) for i, c in enumerate(captions) if "en" in c]
+    rows = [i for i, _ in english]
+    caption_emb, side_emb = encode([t for _, t in english]), encode(english_sides)
+    found = []
+    for i, c in enumerate(captions):
+        noun = c.get("ta", [""])[0].strip().rstrip(".").strip()
+        if "en" in c and noun.startswith(ARTICLE) and noun[len(ARTICLE) :] in pairs:
+            found.append((i, noun[len(ARTICLE) :]))
+    print(f"{len(found)} Tamil captions whose noun is a training pair's text_b; ranks among "
+          f"{len(english_sides)} English sides and {len(english)} English captions")  # fmt: skip
+    print("noun | English word | pair | English word -> caption | noun -> caption")
+    for i, noun in found:
+        word = pairs[noun]
+        gold = [rows.index(i)]
+        noun_emb, word_emb = encode([noun])[0], encode([word])[0]
+        print(
+            f"{noun} | {word} | {rank(noun_emb, side_emb, [english_sides.index(word)])} | "
+            f"{rank(word_emb, caption_emb, gold)} | {rank(noun_emb, caption_emb, gold)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
