@@ -1,12 +1,17 @@
-"""Does a model read tuxpaint's Tamil nouns? For each Tamil caption of the form "ஒரு NOUN"
-("a NOUN") whose NOUN is exactly the Tamil side of a training pair, three ranks (0 = first):
+"""How well does a co-trained model read its own training pairs, and tuxpaint's Tamil nouns?
+
+Training pairs (``--languages ta,fr,...``): per language, 300 of its training pairs (drawn with
+a fixed seed); each text_b retrieves its text_a among the 300's distinct text_a: R@1 and the
+median rank. Then, for each Tamil caption of the form "ஒரு NOUN" ("a NOUN") whose NOUN is
+exactly the Tamil side of a training pair, three ranks (0 = first):
 
 - the pair: NOUN among the English sides of every Tamil training pair (was the pair learnt?);
 - English: the pair's English word among tuxpaint's English captions, against the stamp's own
   ("rooster" -> "A colorful rooster."; the English side's sentence form, no translation);
 - Tamil: NOUN among the same English captions (the translation without the article).
 
-    python scripts/probe_caption_nouns.py runs/multilingual_cotrain_ui_bf16_3400_spaces4/model
+    python scripts/probe_pairs.py runs/multilingual_cotrain_ui_bf16_3400_spaces4/model \
+        --languages fr,de,ru,ko,am,ta
 
 Reads data/tuxpaint (``clippo data tuxpaint``) and the training pairs of
 data/textpairs/multi_ui1500 (docs/multilingual.md has the commands that build both).
@@ -17,7 +22,10 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import random
+import statistics
 import tarfile
+from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
@@ -28,15 +36,14 @@ from clippo.data.captionsets import read_caption_set
 ARTICLE = "ஒரு "
 
 
-def training_pairs(pattern: str, lang: str) -> dict[str, str]:
-    """text_b -> text_a of ``lang``'s pairs in the shards of ``pattern``."""
-    out = {}
+def training_pairs(pattern: str) -> dict[str, list[tuple[str, str]]]:
+    """Per language, the (text_a, text_b) pairs in the shards of ``pattern``, in shard order."""
+    out = defaultdict(list)
     for path in sorted(glob.glob(pattern)):
         with tarfile.open(path) as tar:
             for member in tar.getmembers():
                 record = json.loads(tar.extractfile(member).read())
-                if record["lang"] == lang:
-                    out[record["text_b"]] = record["text_a"]
+                out[record["lang"]].append((record["text_a"], record["text_b"]))
     return out
 
 
@@ -51,6 +58,7 @@ def main() -> None:
     p.add_argument("model")
     p.add_argument("--tuxpaint", default="data/tuxpaint")
     p.add_argument("--pairs", default="data/textpairs/multi_ui1500/train-*.tar")
+    p.add_argument("--languages", default="", help="comma-separated: training-pair recall")
     args = p.parse_args()
     torch.set_num_threads(2)
     model = clippo.from_pretrained(args.model).eval()
@@ -59,7 +67,20 @@ def main() -> None:
         with torch.no_grad():
             return F.normalize(model.encode_text(texts).float(), dim=-1)
 
-    pairs = training_pairs(args.pairs, "ta")
+    by_language = training_pairs(args.pairs)
+    for lang in filter(None, args.languages.split(",")):
+        sample = random.Random(0).sample(by_language[lang], min(300, len(by_language[lang])))
+        targets = list(dict.fromkeys(a for a, _ in sample))
+        scores = encode([b for _, b in sample]) @ encode(targets).T
+        ranks = [
+            int((row > row[targets.index(a)]).sum())
+            for row, (a, _) in zip(scores, sample, strict=True)
+        ]
+        print(
+            f"{lang}: training pairs b2a R@1 {100 * sum(r == 0 for r in ranks) / len(ranks):.1f}%"
+            f", median rank {statistics.median(ranks):g} among {len(targets)}"
+        )
+    pairs = {b: a for a, b in by_language["ta"]}
     english_sides = list(dict.fromkeys(pairs.values()))
     captions = read_caption_set(args.tuxpaint).captions
     english = [(i, c["en"][0]) for i, c in enumerate(captions) if "en" in c]
