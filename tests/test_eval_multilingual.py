@@ -338,3 +338,13 @@ def test_multilingual_compare_script_counts_languages_and_a_rerun(tmp_path):
     assert "above the base in rerun only: 1 (de)" in out
     assert "above the base in neither: 0" in out
     assert "|run - rerun| per language: median 1.00, largest 2.00 points" in out
+
+
+def test_encode_texts_embeds_each_distinct_string_once_in_order():
+    from clippo.eval.sets import encode_texts
+
+    model = _TableModel()
+    texts = ["chat", " chat", "chien", "chat", " chat"]
+    got = encode_texts(model, texts)
+    assert model.embedded == ["chat", " chat", "chien"]
+    assert torch.equal(got, torch.tensor([(PAIR_VECTORS | SHIFTED_VECTORS)[t] for t in texts]))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,15 @@ class EmbeddedSet:
     classnames: list[str] | None = None  # names of the labels, when the data set has them
     class_ids: list[str] | None = None  # folder / WordNet id per label (class-folder sets)
     pixels: dict[str, torch.Tensor] = field(default_factory=dict)  # kept inputs, by key
+
+
+def encode_texts(model, texts: Sequence[str]) -> torch.Tensor:
+    """``model.encode_text`` of ``texts`` (float32, on the CPU), each distinct string encoded
+    once (translations and shifted copies repeat strings); row ``i`` embeds ``texts[i]``."""
+    unique = list(dict.fromkeys(texts))
+    row_of = {t: r for r, t in enumerate(unique)}
+    emb = model.encode_text(unique).float().cpu()
+    return emb[torch.tensor([row_of[t] for t in texts], dtype=torch.long)]
 
 
 def _loader(
@@ -128,12 +137,7 @@ def embed_shards(
         raise ValueError(f"no usable examples in {pattern!r} (skipped: {skipped or 'none'})")
     text_emb = torch.zeros(0, images[0].shape[1])
     if texts:
-        text_emb = torch.cat(
-            [
-                model.encode_text(texts[i : i + batch_size]).float().cpu()
-                for i in range(0, len(texts), batch_size)
-            ]
-        )
+        text_emb = encode_texts(model, texts)
     image = torch.cat(images)
     label = torch.cat(labels).long()
     if max_examples is not None:
@@ -264,17 +268,8 @@ def embed_caption_set(
                 ids.extend([row] * len(fields))
                 languages.extend([lang] * len(fields))
     text_emb = torch.zeros(0, images[0].shape[1])
-    if texts:
-        # Translations often repeat a string (en_GB = en): each distinct one is embedded once.
-        unique = list(dict.fromkeys(texts))
-        emb = torch.cat(
-            [
-                model.encode_text(unique[i : i + batch_size]).float().cpu()
-                for i in range(0, len(unique), batch_size)
-            ]
-        )
-        row_of = {t: r for r, t in enumerate(unique)}
-        text_emb = emb[torch.tensor([row_of[t] for t in texts])]
+    if texts:  # translations often repeat a string (en_GB = en): embedded once
+        text_emb = encode_texts(model, texts)
     reasons = Counter(skipped_files.values())
     skipped = {r: {CAPTIONS_FILE: n} for r, n in reasons.items()}
     labels = torch.full((len(kept),), -1, dtype=torch.long)
@@ -314,15 +309,9 @@ def embed_text_pairs(
     row its pair's language ("" where none; "" for the pivots) and ``text_image_ids`` every row
     its ``text_a``'s row."""
     texts = data.pivots + data.queries
-    unique = list(dict.fromkeys(texts))
-    chunks = [
-        model.encode_text(unique[i : i + batch_size]).float().cpu()
-        for i in range(0, len(unique), batch_size)
-    ]
+    text = encode_texts(model, texts)
     if progress is not None:
         progress(len(data))  # the bar counts pairs
-    row_of = {t: r for r, t in enumerate(unique)}
-    text = torch.cat(chunks)[torch.tensor([row_of[t] for t in texts])]
     return EmbeddedSet(
         image=torch.zeros(0, text.shape[1]),
         text=text,
@@ -348,8 +337,9 @@ class EvalContext:
     fingerprint: str = ""  # the model's state_fingerprint, computed once per evaluation
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Text embeddings on the CPU in float32 (for classifiers built from prompts)."""
-        return self.model.encode_text(texts).float().cpu()
+        """Text embeddings on the CPU in float32 (``encode_texts``: for classifiers built from
+        prompts, texts an evaluator draws)."""
+        return encode_texts(self.model, texts)
 
     def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
         """The zero-shot classifier of ``classnames`` x ``templates`` (``clippo.prompts``),
