@@ -212,7 +212,7 @@ class _TableModel(torch.nn.Module):
         self.unused = torch.nn.Parameter(torch.zeros(1))
         self.embedded: list[str] = []
 
-    def encode_text(self, texts):
+    def encode_text(self, texts, batch_size=256):
         self.embedded.extend(texts)
         return torch.tensor([(PAIR_VECTORS | SHIFTED_VECTORS)[t] for t in texts])
 

@@ -64,12 +64,13 @@ class EmbeddedSet:
     pixels: dict[str, torch.Tensor] = field(default_factory=dict)  # kept inputs, by key
 
 
-def encode_texts(model, texts: Sequence[str]) -> torch.Tensor:
-    """``model.encode_text`` of ``texts`` (float32, on the CPU), each distinct string encoded
-    once (translations and shifted copies repeat strings); row ``i`` embeds ``texts[i]``."""
+def encode_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """``model.encode_text`` of ``texts`` (float32, on the CPU; ``batch_size`` at a time), each
+    distinct string encoded once (translations and shifted copies repeat strings); row ``i``
+    embeds ``texts[i]``."""
     unique = list(dict.fromkeys(texts))
     row_of = {t: r for r, t in enumerate(unique)}
-    emb = model.encode_text(unique).float().cpu()
+    emb = model.encode_text(unique, batch_size=batch_size).float().cpu()
     return emb[torch.tensor([row_of[t] for t in texts], dtype=torch.long)]
 
 
@@ -137,7 +138,7 @@ def embed_shards(
         raise ValueError(f"no usable examples in {pattern!r} (skipped: {skipped or 'none'})")
     text_emb = torch.zeros(0, images[0].shape[1])
     if texts:
-        text_emb = encode_texts(model, texts)
+        text_emb = encode_texts(model, texts, batch_size)
     image = torch.cat(images)
     label = torch.cat(labels).long()
     if max_examples is not None:
@@ -269,7 +270,7 @@ def embed_caption_set(
                 languages.extend([lang] * len(fields))
     text_emb = torch.zeros(0, images[0].shape[1])
     if texts:  # translations often repeat a string (en_GB = en): embedded once
-        text_emb = encode_texts(model, texts)
+        text_emb = encode_texts(model, texts, batch_size)
     reasons = Counter(skipped_files.values())
     skipped = {r: {CAPTIONS_FILE: n} for r, n in reasons.items()}
     labels = torch.full((len(kept),), -1, dtype=torch.long)
@@ -309,7 +310,7 @@ def embed_text_pairs(
     row its pair's language ("" where none; "" for the pivots) and ``text_image_ids`` every row
     its ``text_a``'s row."""
     texts = data.pivots + data.queries
-    text = encode_texts(model, texts)
+    text = encode_texts(model, texts, batch_size)
     if progress is not None:
         progress(len(data))  # the bar counts pairs
     return EmbeddedSet(
@@ -339,7 +340,7 @@ class EvalContext:
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Text embeddings on the CPU in float32 (``encode_texts``: for classifiers built from
         prompts, texts an evaluator draws)."""
-        return encode_texts(self.model, texts)
+        return encode_texts(self.model, texts, self.batch_size)
 
     def classifier(self, classnames: list[str], templates: list[str]) -> torch.Tensor:
         """The zero-shot classifier of ``classnames`` x ``templates`` (``clippo.prompts``),
