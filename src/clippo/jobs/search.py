@@ -15,7 +15,7 @@ import torch
 from clippo.atomic import atomic_write
 from clippo.data import load_image
 from clippo.eval.plots import plot_search
-from clippo.eval.sets import embed_files
+from clippo.eval.sets import embed_files, encode_texts
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
@@ -53,7 +53,7 @@ def top_matches(
 ) -> list[list[tuple[int, float]]]:
     """For every query, the ``top`` (row, cosine similarity) of the images, best first."""
     with torch.no_grad():
-        text = model.encode_text(list(queries)).float().cpu()
+        text = encode_texts(model, list(queries))
     scores = text @ image_embeddings.T
     values, rows = scores.topk(min(top, scores.shape[1]), dim=1)
     return [
@@ -110,7 +110,7 @@ def embed_folder(
         counts.update(images=len(kept), skipped=len(skipped))
     if texts:
         with torch.no_grad():
-            emb = model.encode_text(list(texts), batch_size=batch_size).float().cpu()
+            emb = encode_texts(model, list(texts), batch_size)
         arrays["text_embeddings"] = emb.numpy()
         arrays["texts"] = np.array(list(texts))
         counts["texts"] = len(texts)
