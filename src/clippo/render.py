@@ -211,18 +211,15 @@ class UnifontRenderer:
 
     def fits(self, texts: Sequence[str | bytes]) -> np.ndarray:
         """(N,) bool: whether all of each text is drawn, none of it cut by ``max_chars`` or by
-        the canvas's last line (an empty text fits)."""
-        index, widths, _ = self._tables
-        size, n_bands = self.image_size, -(-self.image_size // CELL)
-        out = np.ones(len(texts), bool)
-        for i, text in enumerate(texts):
-            text = _without_surrogates(_as_str(text))
-            if self.max_chars is not None and len(text) > self.max_chars:
-                out[i] = False
-            elif text:
-                cps = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-                w = widths[index[cps]]
-                out[i] = _wrapped_line(np.cumsum(w)[-1:], w.max(keepdims=True), size)[0] < n_bands
+        the canvas's last line (an empty text fits): the layout ``__call__`` draws."""
+        texts = [_as_str(t) for t in texts]
+        glyphs, lengths, uncut = self._glyphs(texts)
+        out = lengths == uncut
+        if len(glyphs):
+            text_id, _, line = _layout(self._tables[1][glyphs], lengths, self.image_size)
+            last = np.full(len(texts), -1, np.int64)
+            np.maximum.at(last, text_id, line)
+            out &= last < -(-self.image_size // CELL)
         return out
 
     def render_pair(self, first: TextInput, second: TextInput) -> np.ndarray:
@@ -313,7 +310,14 @@ class UnifontRenderer:
 
     def _render_chunk(self, texts: list[str], out: np.ndarray, size: int) -> None:
         """Draw decoded texts on ``out`` (len(texts), line slots * 16, size), background-filled."""
-        index, widths, columns = self._tables
+        glyphs, lengths, _ = self._glyphs(texts)
+        if len(glyphs):
+            self._draw(out, glyphs, lengths, size)
+
+    def _glyphs(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The glyph rows of all ``texts`` one after another, each cut at ``max_chars`` (lone
+        surrogates as U+FFFD); each text's glyph count, and what it would be uncut."""
+        index = self._tables[0]
         cut = [t[: self.max_chars] for t in texts] if self.max_chars else texts
         try:
             encoded = "".join(cut).encode("utf-32-le")
@@ -322,32 +326,15 @@ class UnifontRenderer:
             cut = [t[: self.max_chars] for t in texts] if self.max_chars else texts
             encoded = "".join(cut).encode("utf-32-le")
         lengths = np.fromiter(map(len, cut), np.int64, len(texts))
-        codepoints = np.frombuffer(encoded, np.uint32)
-        if len(codepoints):
-            self._draw(out, index[codepoints], lengths, widths, columns, size)
+        uncut = np.fromiter(map(len, texts), np.int64, len(texts))
+        return index[np.frombuffer(encoded, np.uint32)], lengths, uncut
 
-    def _draw(
-        self,
-        out: np.ndarray,
-        glyphs: np.ndarray,
-        lengths: np.ndarray,
-        widths: np.ndarray,
-        columns: np.ndarray,
-        size: int,
-    ) -> None:
+    def _draw(self, out: np.ndarray, glyphs: np.ndarray, lengths: np.ndarray, size: int) -> None:
         """Scatter the glyph columns of all texts into ``out`` (background-filled)."""
+        _, widths, columns = self._tables
         n_bands = out.shape[1] // CELL
-        text_id = np.repeat(np.arange(len(lengths)), lengths)
-        starts = np.cumsum(lengths) - lengths
-        nonempty = lengths > 0
         w = widths[glyphs]
-        ends = np.cumsum(w)  # running right edge of each glyph over the whole batch
-        begins = ends - w
-        text_begin = np.zeros(len(lengths), np.int64)
-        text_begin[nonempty] = begins[starts[nonempty]]
-        widest = np.zeros(len(lengths), np.int64)
-        widest[nonempty] = np.maximum.reduceat(w, starts[nonempty])
-        line = _wrapped_line(ends - text_begin[text_id], widest[text_id], size)
+        text_id, begins, line = _layout(w, lengths, size)
         keep = line < n_bands
         if not keep.all():
             glyphs, w, begins, line, text_id = (a[keep] for a in (glyphs, w, begins, line, text_id))
@@ -367,11 +354,24 @@ class UnifontRenderer:
         lines[slot[new_line]] = np.where(ink, np.uint8(self.foreground), np.uint8(self.background))
 
 
-def _wrapped_line(right_edge: np.ndarray, widest: np.ndarray, size: int) -> np.ndarray:
-    """The line of each glyph from its right edge within its text and the text's widest glyph:
-    the reference's wrap rule, in float32 as it computes it."""
-    cum = right_edge.astype(np.float32)
-    return np.floor(cum / (size - widest).astype(np.float32)).astype(np.int64)
+def _layout(
+    w: np.ndarray, lengths: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For glyphs of widths ``w`` (all texts one after another, ``lengths`` each): each glyph's
+    text, left edge over the whole run, and line (the reference's wrap rule, in float32 as it
+    computes it)."""
+    text_id = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    nonempty = lengths > 0
+    ends = np.cumsum(w)  # running right edge of each glyph over the whole batch
+    begins = ends - w
+    text_begin = np.zeros(len(lengths), np.int64)
+    text_begin[nonempty] = begins[starts[nonempty]]
+    widest = np.zeros(len(lengths), np.int64)
+    widest[nonempty] = np.maximum.reduceat(w, starts[nonempty])
+    cum = (ends - text_begin[text_id]).astype(np.float32)
+    line = np.floor(cum / (size - widest).astype(np.float32)[text_id]).astype(np.int64)
+    return text_id, begins, line
 
 
 def draw_patch_grid(image: np.ndarray, patch: int = 16) -> np.ndarray:
