@@ -20,11 +20,8 @@ data/textpairs/multi_ui1500 (docs/multilingual.md has the commands that build bo
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import random
 import statistics
-import tarfile
 from collections import defaultdict
 
 import torch
@@ -32,18 +29,17 @@ import torch.nn.functional as F
 
 import clippo
 from clippo.data.captionsets import read_caption_set
+from clippo.data.textpairs import read_text_pair_set
 
 ARTICLE = "ஒரு "
 
 
 def training_pairs(pattern: str) -> dict[str, list[tuple[str, str]]]:
     """Per language, the (text_a, text_b) pairs in the shards of ``pattern``, in shard order."""
+    data = read_text_pair_set(pattern)
     out = defaultdict(list)
-    for path in sorted(glob.glob(pattern)):
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                record = json.loads(tar.extractfile(member).read())
-                out[record["lang"]].append((record["text_a"], record["text_b"]))
+    for query, target, lang in zip(data.queries, data.targets, data.languages, strict=True):
+        out[lang].append((data.pivots[target], query))
     return out
 
 
