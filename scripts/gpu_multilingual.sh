@@ -76,10 +76,11 @@ run() {
         { tail -n 40 /tmp/probe.log; exit 1; }
     local steps
     steps=$(python3 - "$seconds" <<'PYEOF'
-import json, sys
-rows = [json.loads(x) for x in open("/tmp/gpu_multilingual_probe/metrics.jsonl")]
-rates = [r["train/examples_per_s"] for r in rows if "train/examples_per_s" in r][1:]
-rate = sum(rates) / len(rates)
+import sys
+from pathlib import Path
+sys.path.insert(0, "bench")
+from train_loop import steady_rate  # the loop's rate after its start-up window
+rate = steady_rate(Path("/tmp/gpu_multilingual_probe/metrics.jsonl"), 256, skip=1)
 print(max(20, int(float(sys.argv[1]) * rate / 256) // 20 * 20))
 print(f"probe: {rate:.0f} examples/s", file=sys.stderr)
 PYEOF
