@@ -157,24 +157,27 @@ class TextPairDataset(ShardDataset):
 
     def _joined(self, examples: list[Sample]) -> list[Sample]:
         """``examples`` with the pairs that ``join_pairs`` draws joined to a partner."""
-        fits = getattr(self.text_transform, "fits", None)
-        out = []
+        n = len(examples)
+        drawn = {}  # example -> its joined (text_a, text_b)
         for i, e in enumerate(examples):
             rng = sample_rng(self.seed, e["epoch"], e["key"], _JOIN_STREAM)
-            if len(examples) < 2 or rng.random() >= self.join_pairs:
-                out.append(e)
+            if n < 2 or rng.random() >= self.join_pairs:
                 continue
-            partner = examples[(i + 1 + int(rng.integers(len(examples) - 1))) % len(examples)]
+            partner = examples[(i + 1 + int(rng.integers(n - 1))) % n]
             first = rng.integers(2) == 0  # this pair before its partner
-            a, b = (
-                (f"{e[k]} {partner[k]}" if first else f"{partner[k]} {e[k]}")
+            drawn[i] = tuple(
+                f"{e[k]} {partner[k]}" if first else f"{partner[k]} {e[k]}"
                 for k in ("text_a", "text_b")
             )
-            pad = " " * self.leading_spaces  # visible after any number of leading spaces
-            if fits is None or fits([pad + a, pad + b]).all():
-                e = {**e, "text_a": a, "text_b": b}
-            out.append(e)
-        return out
+        fits = getattr(self.text_transform, "fits", None)
+        if fits is not None and drawn:  # both sides visible after the most leading spaces
+            pad = " " * self.leading_spaces
+            ok = fits([pad + t for pair in drawn.values() for t in pair]).reshape(-1, 2).all(1)
+            drawn = {i: pair for (i, pair), keep in zip(drawn.items(), ok, strict=True) if keep}
+        return [
+            {**e, "text_a": drawn[i][0], "text_b": drawn[i][1]} if i in drawn else e
+            for i, e in enumerate(examples)
+        ]
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:
         if self.join_pairs:
