@@ -93,11 +93,18 @@ def _worker(rank, world, port, out):
                     {k: p.grad.numpy().copy() for k, p in model.module.named_parameters()},
                 )
             )
+        del model, loss  # DDP's reducer holds the process group: release it before teardown
     finally:
         # Both ranks leave together: tearing gloo down while the peer still talks aborts the
         # process ("terminate called without an active exception") on a loaded machine.
         dist.barrier()
         dist.destroy_process_group()
+    # The result is out and gloo is down; the interpreter's own finalization (libtorch's static
+    # destructors) still aborted a worker once in CI (exit -6 after a correct result), so a
+    # worker that got here leaves at once. A worker that raised above exits non-zero instead.
+    out.close()
+    out.join_thread()
+    os._exit(0)
 
 
 def test_two_process_global_loss_and_grads_equal_single_process():
