@@ -21,6 +21,7 @@ from clippo.data.build.textpairs import (
     corpus_pairs,
     debian_manual_documents,
     display_width,
+    letter_script,
     manual_files,
     manual_languages,
     nsp_pairs,
@@ -378,5 +379,51 @@ def test_min_per_language_repeats_small_languages_and_keeps_the_val_split(tmp_pa
     )  # whole passes first, then part of one
     assert balanced["repeated"] == {"nso": 8 - nso, **({"fr": 8 - fr} if fr < 8 else {})}
     assert balanced["train"] == len(train) and "repeated" not in plain
-    with pytest.raises(ValueError, match="min_per_language needs each pair's language"):
+    with pytest.raises(ValueError, match="balancing needs each pair's language"):
         write_text_pair_shards(pairs, tmp_path / "x", source="translation", min_per_language=8)
+
+
+def test_balance_scripts_repeats_each_script_to_its_tempered_count(tmp_path):
+    # Latin in two languages, Cyrillic and Tamil in one each: the counts per script, not per
+    # language, are tempered (n_max * (n / n_max) ** alpha), the val split stays the same.
+    pairs = [(f"cat {i}", f"chat {i}") for i in range(40)]
+    pairs += [(f"dog {i}", f"Hund {i}") for i in range(24)]
+    pairs += [(f"house {i}", f"дом {i}") for i in range(12)]
+    pairs += [(f"rooster {i}", f"சேவல் {i}") for i in range(6)]
+    languages = ["fr"] * 40 + ["de"] * 24 + ["ru"] * 12 + ["ta"] * 6
+    common = dict(source="translation", val_size=10, shard_size=16, languages=languages)
+    plain = write_text_pair_shards(pairs, tmp_path / "plain", **common)
+    balanced = write_text_pair_shards(pairs, tmp_path / "bal", balance_scripts=0.5, **common)
+
+    def read(name, stats, split):
+        return list(iter_text_pairs(str(tmp_path / name / stats[f"{split}_pattern"])))
+
+    assert read("bal", balanced, "val") == read("plain", plain, "val")
+    script = {"c": "LATIN", "d": "LATIN", "h": "CYRILLIC", "r": "TAMIL"}
+    per_script = lambda train: Counter(script[a[0]] for a, _ in train)  # noqa: E731
+    before, after = (
+        per_script(read("plain", plain, "train")),
+        per_script(read("bal", balanced, "train")),
+    )
+    n_max = before["LATIN"]
+    for name, n in before.items():
+        assert after[name] == max(n, round(n_max * (n / n_max) ** 0.5)), name
+    assert after["LATIN"] == n_max and after["TAMIL"] > 2 * before["TAMIL"]
+    assert balanced["scripts"] == {"de": "LATIN", "fr": "LATIN", "ru": "CYRILLIC", "ta": "TAMIL"}
+    assert balanced["repeated"] == {k: after[k] - before[k] for k in ("CYRILLIC", "TAMIL")}
+    assert set(read("bal", balanced, "train")) == set(read("plain", plain, "train"))
+    one = write_text_pair_shards(pairs, tmp_path / "one", balance_scripts=1.0, **common)
+    assert one["repeated"] == {} and one["train"] == plain["train"]  # alpha 1: as written
+    with pytest.raises(ValueError, match=r"balance_scripts must be in \[0, 1\], got 1.5"):
+        write_text_pair_shards(pairs, tmp_path / "x", balance_scripts=1.5, **common)
+    with pytest.raises(ValueError, match="give one"):
+        write_text_pair_shards(
+            pairs, tmp_path / "x", balance_scripts=0.5, min_per_language=9, **common
+        )
+
+
+def test_letter_script_is_the_most_common_script_of_the_letters():
+    assert letter_script(["சேவல்", "ஒரு x"]) == "TAMIL"  # signs are not letters; one Latin x
+    assert letter_script(["Хлеб", "дом"]) == "CYRILLIC"
+    assert letter_script(["猫と犬"]) == "CJK"  # two ideographs, one kana
+    assert letter_script(["123", "!?", ""]) == ""

@@ -693,7 +693,8 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
         max_per_language=args.max_per_language,
     )
     info = {"corpus": list(args.corpus), **info}
-    total = None if args.min_per_language else len(pairs)  # repeats: known once written
+    balancing = args.min_per_language or args.balance_scripts is not None
+    total = None if balancing else len(pairs)  # repeats: known once written
     with tqdm(total=total, desc=f"{args.source} pairs", unit="pair") as bar:
         stats = write_text_pair_shards(
             pairs,
@@ -706,6 +707,7 @@ def cmd_data_textpairs(args: argparse.Namespace) -> int:
             progress=bar.update,
             languages=languages,
             min_per_language=args.min_per_language,
+            balance_scripts=args.balance_scripts,
         )
     print(json.dumps({k: v for k, v in stats.items() if k != "shards"}, indent=2))
     return 0
@@ -1032,6 +1034,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="translation, several languages: repeat a language's training pairs up to this "
         "many (balances the batches; the val split is unchanged)",
+    )
+    tp.add_argument(
+        "--balance-scripts",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="translation, several languages: repeat each script's training pairs up to "
+        "n_max*(n/n_max)**ALPHA (n_max: the largest script's; 0 <= ALPHA <= 1), so scripts "
+        "of one language weigh more against Latin; the val split is unchanged",
     )
     tp.add_argument("--dropout-rate", type=float, default=0.1)
     tp.add_argument("--val-size", type=int, default=0)

@@ -588,26 +588,35 @@ def corpus_pairs(
 # --------------------------------------------------------------------------------------------
 
 
-def _repeat_to_min(
-    train: list[int], languages: list[str], minimum: int, rng: np.random.Generator
+def letter_script(texts: Iterable[str]) -> str:
+    """The most common script among the letters of ``texts``: the first word of each letter's
+    Unicode name (LATIN, CYRILLIC, TAMIL, HANGUL, CJK, ...); ``""`` where there is no letter."""
+    count = Counter(
+        unicodedata.name(ch, "?").split()[0] for text in texts for ch in text if ch.isalpha()
+    )
+    return count.most_common(1)[0][0] if count else ""
+
+
+def _repeat_to(
+    train: list[int], groups: list[str], target: Callable[[int], int], rng: np.random.Generator
 ) -> tuple[list[tuple[int, int]], dict[str, int]]:
-    """``(pair index, copy)`` samples of the training pairs ``train``, each language with fewer
-    than ``minimum`` repeated up to it (whole passes, then a seeded part of one), shuffled; and
-    the repeats per language."""
+    """``(pair index, copy)`` samples of the training pairs ``train``, each group (a pair's
+    language or script) with fewer than ``target(its count)`` pairs repeated up to it (whole
+    passes, then a seeded part of one), shuffled; and the repeats per group."""
     samples = [(i, 0) for i in train]
-    by_lang: dict[str, list[int]] = {}
+    by_group: dict[str, list[int]] = {}
     for i in train:
-        by_lang.setdefault(languages[i], []).append(i)
+        by_group.setdefault(groups[i], []).append(i)
     repeated: dict[str, int] = {}
-    for lang, rows in sorted(by_lang.items()):
-        need = minimum - len(rows)
+    for group, rows in sorted(by_group.items()):
+        need = target(len(rows)) - len(rows)
         if need <= 0:
             continue
         whole, part = divmod(need, len(rows))
         for copy in range(1, whole + 1):
             samples += [(i, copy) for i in rows]
         samples += [(i, whole + 1) for i in rng.permutation(rows)[:part].tolist()]
-        repeated[lang] = need
+        repeated[group] = need
     return [samples[j] for j in rng.permutation(len(samples))], repeated
 
 
@@ -623,6 +632,7 @@ def write_text_pair_shards(
     progress: Callable[[int], Any] | None = None,
     languages: Sequence[str] | None = None,
     min_per_language: int = 0,
+    balance_scripts: float | None = None,
 ) -> dict[str, Any]:
     """Shuffle, deduplicate and write pairs as ``train-*.tar`` / ``val-*.tar``; return stats.
 
@@ -631,6 +641,11 @@ def write_text_pair_shards(
     ``min_per_language`` balances the training split: a language with fewer training pairs
     is repeated (whole passes, then a seeded part of one) up to that many, so it weighs more
     in every batch; the validation split is drawn first and is the same with or without it.
+    ``balance_scripts`` (alpha in [0, 1]) balances by script instead (each language's script:
+    ``letter_script`` of its text_b sides): a script with n training pairs is repeated up to
+    ``n_max * (n / n_max) ** alpha``, n_max the largest script's count (temperature sampling,
+    as for mT5's languages; alpha 1 repeats nothing, 0 makes every script as large as the
+    largest), so a script used by one language weighs more against the many Latin ones.
     ``stats.json`` records the counts, the shard names and ``info`` (what the corpus reader
     reported).
     """
@@ -640,8 +655,12 @@ def write_text_pair_shards(
     pairs = list(pairs)
     if languages is not None and len(languages) != len(pairs):
         raise ValueError(f"{len(languages)} languages for {len(pairs)} pairs: give one per pair")
-    if min_per_language and languages is None:
-        raise ValueError("min_per_language needs each pair's language (several --lang-b)")
+    if (min_per_language or balance_scripts is not None) and languages is None:
+        raise ValueError("balancing needs each pair's language (several --lang-b)")
+    if balance_scripts is not None and not 0 <= balance_scripts <= 1:
+        raise ValueError(f"balance_scripts must be in [0, 1], got {balance_scripts}")
+    if min_per_language and balance_scripts is not None:
+        raise ValueError("min_per_language and balance_scripts: give one (languages or scripts)")
     seen: set[Pair] = set()
     unique: list[Pair] = []
     unique_languages: list[str] = []
@@ -661,9 +680,29 @@ def write_text_pair_shards(
     samples = {"val": [(i, 0) for i in order[:val_size]]}
     samples["train"] = [(i, 0) for i in order[val_size:]]
     repeated: dict[str, int] = {}
+    balance: dict[str, Any] = {}
+    rng = np.random.default_rng(seed + 1)
     if min_per_language:
-        samples["train"], repeated = _repeat_to_min(
-            order[val_size:], unique_languages, min_per_language, np.random.default_rng(seed + 1)
+        balance = {"min_per_language": min_per_language}
+        samples["train"], repeated = _repeat_to(
+            order[val_size:], unique_languages, lambda n: min_per_language, rng
+        )
+    elif balance_scripts is not None:
+        texts: dict[str, list[str]] = {}
+        for (_, b), lang in zip(unique, unique_languages, strict=True):
+            texts.setdefault(lang, []).append(b)
+        script_of = {lang: letter_script(t) for lang, t in texts.items()}
+        scripts = [script_of[lang] for lang in unique_languages]
+        n_max = max(Counter(scripts[i] for i in order[val_size:]).values())
+        balance = {
+            "balance_scripts": balance_scripts,
+            "scripts": {lang: script_of[lang] for lang in sorted(script_of)},
+        }
+        samples["train"], repeated = _repeat_to(
+            order[val_size:],
+            scripts,
+            lambda n: round(n_max * (n / n_max) ** balance_scripts),
+            rng,
         )
     splits = {split: range(len(items)) for split, items in samples.items()}
 
@@ -684,7 +723,7 @@ def write_text_pair_shards(
         "duplicates_dropped": duplicates,
         "train": len(splits["train"]),
         "val": len(splits["val"]),
-        **({"min_per_language": min_per_language, "repeated": repeated} if repeated else {}),
+        **({**balance, "repeated": repeated} if balance else {}),
         "chars_mean": round(float(lengths.mean()), 1),
         "chars_p95": int(np.percentile(lengths, 95)),
         "seed": seed,
