@@ -199,6 +199,17 @@ def test_faq_is_a_translation_corpus_of_the_cli(tmp_path, monkeypatch, capsys):
                  "--min-per-language", "10", "--out", str(tmp_path / "bal")]) == 0  # fmt: skip
     balanced = json.loads((tmp_path / "bal" / "stats.json").read_text())
     assert (balanced["train"], balanced["repeated"]) == (20, {"fr": 2, "ja": 2})
+    assert main(["data", "textpairs", "--source", "translation", "--corpus", "debian-faq",
+                 "iso-codes", "--lang-b", "fr,ja", "--max-per-language", "5",
+                 "--balance-scripts", "0", "--out", str(tmp_path / "scripts")]) == 0  # fmt: skip
+    by_script = json.loads((tmp_path / "scripts" / "stats.json").read_text())
+    assert by_script["balance_scripts"] == 0 and by_script["scripts"]["fr"] == "LATIN"
+    assert by_script["scripts"]["ja"] in {"CJK", "KATAKANA", "HIRAGANA"}
+    assert by_script["train"] == 16 and by_script["repeated"] == {}  # 8 and 8: already equal
+    assert main(["data", "textpairs", "--source", "translation", "--corpus", "iso-codes",
+                 "--lang-b", "fr,ja", "--max-per-language", "5", "--balance-scripts", "2",
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "balance_scripts must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(
