@@ -25,11 +25,12 @@ import statistics
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 
 import clippo
 from clippo.data.captionsets import read_caption_set
 from clippo.data.textpairs import read_text_pair_set
+from clippo.eval.retrieval import retrieval_ranks
+from clippo.eval.sets import encode_texts
 
 ARTICLE = "ஒரு "
 
@@ -44,7 +45,8 @@ def training_pairs(pattern: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def rank(query: torch.Tensor, targets: torch.Tensor, gold: list[int]) -> int:
-    """How many targets score above the best of ``gold``."""
+    """How many targets score strictly above the best of ``gold``: unlike ``retrieval_ranks``
+    (which counts ties against), a stamp whose caption is the same string does not count."""
     scores = targets @ query
     return int((scores > scores[gold].max()).sum())
 
@@ -61,17 +63,16 @@ def main() -> None:
 
     def encode(texts: list[str]) -> torch.Tensor:
         with torch.no_grad():
-            return F.normalize(model.encode_text(texts).float(), dim=-1)
+            emb = encode_texts(model, texts)
+        return emb / emb.norm(dim=1, keepdim=True)
 
     by_language = training_pairs(args.pairs)
     for lang in filter(None, args.languages.split(",")):
         sample = random.Random(0).sample(by_language[lang], min(300, len(by_language[lang])))
         targets = list(dict.fromkeys(a for a, _ in sample))
-        scores = encode([b for _, b in sample]) @ encode(targets).T
-        ranks = [
-            int((row > row[targets.index(a)]).sum())
-            for row, (a, _) in zip(scores, sample, strict=True)
-        ]
+        gold = torch.tensor([targets.index(a) for a, _ in sample])
+        queries, candidates = encode([b for _, b in sample]), encode(targets)
+        ranks = retrieval_ranks(queries, candidates, gold, torch.arange(len(targets))).tolist()
         print(
             f"{lang}: training pairs b2a R@1 {100 * sum(r == 0 for r in ranks) / len(ranks):.1f}%"
             f", median rank {statistics.median(ranks):g} among {len(targets)}"
