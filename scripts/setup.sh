@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 need=()
 # iso-codes, unicode-cldr-core (emoji names) and dict-freedict-eng-fra: translation pairs
 # (docs/multilingual.md installs the other dictionaries); fonts-dejavu-core: the TrueType font of the typographic attack;
-# libcairo2: CairoSVG draws the tuxpaint stamps that are SVG only (`clippo data tuxpaint --svg`).
-for p in unifont fonts-unifont fonts-dejavu-core libcairo2 openclipart-png openclipart-svg tuxpaint-stamps-default fortunes debian-reference-en debian-reference-fr iso-codes unicode-cldr-core dict-freedict-eng-fra; do
+# libcairo2: CairoSVG draws the tuxpaint stamps that are SVG only (`clippo data tuxpaint --svg`);
+# debian-faq, debian-faq-de: the FAQ's aligned translation (`--corpus debian-faq`, tested on German).
+for p in unifont fonts-unifont fonts-dejavu-core libcairo2 openclipart-png openclipart-svg tuxpaint-stamps-default fortunes debian-reference-en debian-reference-fr debian-faq debian-faq-de iso-codes unicode-cldr-core dict-freedict-eng-fra; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
