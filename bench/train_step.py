@@ -5,6 +5,12 @@ pipeline (see bench/render.py and the data pipeline figures for those).
 
     python bench/train_step.py                       # the demo config and B/16
     python bench/train_step.py --config demo --steps 10 --precision bf16
+    python bench/train_step.py --config multilingual_cotrain_ui --set model.init=null \
+        --steps 10 --profile 3                       # where a step's time goes
+
+For CLIPPO models it also prints the model's GFLOP/s (bench/gpu_check.py's count: 6 per block
+parameter and token, plus attention, for the image and the rendered text) beside a large matrix
+product's on the same threads and precision: the ceiling a training step's products can reach.
 """
 
 from __future__ import annotations
@@ -13,16 +19,38 @@ import argparse
 import time
 
 import torch
+from gpu_check import _flops_per_example
+from torch.profiler import ProfilerActivity, profile
 
 from clippo.losses import ContrastiveLoss
-from clippo.models import count_parameters
+from clippo.models import CLIPPO, count_parameters
 from clippo.train.config import load_config, resolve_config
 from clippo.train.optim import build_optimizer
 from clippo.train.tasks import build_model
 
 
-def measure(config: str, overrides: list[str], batch: int | None, steps: int, precision: str):
-    """Returns (examples/s, parameters, batch) over ``steps`` timed steps after one warm-up."""
+def matmul_gflops(precision: str, n: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n`` x ``n`` by ``n`` x ``n`` matrix product (after one warm-up)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def measure(
+    config: str,
+    overrides: list[str],
+    batch: int | None,
+    steps: int,
+    precision: str,
+    profile_steps: int = 0,
+):
+    """Returns (examples/s, parameters, batch, model FLOPs per example or None) over ``steps``
+    timed steps after one warm-up; with ``profile_steps``, prints the operators that took the
+    most time over that many more steps."""
     cfg = load_config(resolve_config(config), overrides)
     model = build_model(cfg)
     batch = batch or cfg.data.batch_size
@@ -54,7 +82,14 @@ def measure(config: str, overrides: list[str], batch: int | None, steps: int, pr
     t = time.perf_counter()
     for _ in range(steps):
         step()
-    return batch * steps / (time.perf_counter() - t), count_parameters(model), batch
+    rate = batch * steps / (time.perf_counter() - t)
+    if profile_steps:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(profile_steps):
+                step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    flops = _flops_per_example(model, size, False) if isinstance(model, CLIPPO) else None
+    return rate, count_parameters(model), batch, flops
 
 
 def main() -> None:
@@ -64,6 +99,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="profile N more steps of each config, print the top operators")  # fmt: skip
     args = p.parse_args()
     runs = (
         [(c, args.set, args.batch, args.steps) for c in args.config]
@@ -74,10 +111,12 @@ def main() -> None:
         ]
     )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}")
-    print(f"{'config':<20} {'params':>10} {'batch':>6} {'examples/s':>11}")
+    print(f"a 4096^3 matrix product: {matmul_gflops(args.precision):.0f} GFLOP/s")
+    print(f"{'config':<24} {'params':>10} {'batch':>6} {'examples/s':>11} {'model GFLOP/s':>14}")
     for config, overrides, batch, steps in runs:
-        rate, n, b = measure(config, overrides, batch, steps, args.precision)
-        print(f"{config:<20} {n / 1e6:>9.2f}M {b:>6} {rate:>11.1f}")
+        rate, n, b, flops = measure(config, overrides, batch, steps, args.precision, args.profile)
+        gflops = f"{rate * flops / 1e9:.0f}" if flops else "-"
+        print(f"{config:<24} {n / 1e6:>9.2f}M {b:>6} {rate:>11.1f} {gflops:>14}")
 
 
 if __name__ == "__main__":
