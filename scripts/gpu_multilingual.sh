@@ -24,9 +24,10 @@ cd "$(dirname "$0")/.."
 carry=.carry/multilingual
 
 pack() {
-    rm -rf "$carry" && mkdir -p "$carry/pairs" "$carry/openclipart"
-    for f in data/textpairs/multi_ui1500/*.tar; do xz -9 -c "$f" >"$carry/pairs/$(basename "$f").xz"; done
-    python3 - "$carry/openclipart" <<'PYEOF'
+    local tmp="$carry.partial"  # built aside, moved in whole: a stopped pack leaves no half carry
+    rm -rf "$tmp" && mkdir -p "$tmp/pairs" "$tmp/openclipart"
+    for f in data/textpairs/multi_ui1500/*.tar; do xz -9 -c "$f" >"$tmp/pairs/$(basename "$f").xz"; done
+    python3 - "$tmp/openclipart" <<'PYEOF'
 import glob, io, sys, tarfile
 from pathlib import Path
 from PIL import Image
@@ -46,8 +47,9 @@ for path in sorted(glob.glob("data/openclipart/train-*.tar")):
             info.size, info.mtime = len(data), member.mtime
             dst.addfile(info, io.BytesIO(data))
 PYEOF
-    xz -9 "$carry"/openclipart/*.tar
-    cp -r runs/demo/model "$carry/demo"
+    xz -9 "$tmp"/openclipart/*.tar
+    cp -r runs/demo/model "$tmp/demo"
+    rm -rf "$carry" && mv "$tmp" "$carry"
     grep -qxF '/.carry/' .git/info/exclude 2>/dev/null || echo '/.carry/' >>.git/info/exclude
     du -sh "$carry"/* "$carry"
 }
