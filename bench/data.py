@@ -7,6 +7,10 @@ last line runs the real ``ShardDataset`` (all stages, shuffling, collation) in t
 
     python bench/data.py --shards '/work/main/data/openclipart/train-{000000..000001}.tar'
     python bench/data.py --size 224 --pairs 500   # CLIPPO-B/16 resolution
+    python bench/data.py --size 64 --text-pairs 'data/textpairs/multi_ui1500/train-*.tar'
+
+``--text-pairs`` adds the text-pair reader (``TextPairDataset``, both sides rendered after 0-4
+leading spaces, batches of 192: the multilingual recipe's) in this process, in pairs/s.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 
 from clippo.data import ImageTransform, ShardDataset
 from clippo.data.shards import expand_urls, iter_tar_samples, sample_texts
+from clippo.data.textpairs import TextPairDataset
 from clippo.data.transforms import load_image
 from clippo.render import UnifontRenderer
 
@@ -73,12 +78,29 @@ def loader_rate(shards: str, size: int, pairs: int, batch: int = 64) -> float:
         train=True,
         shuffle_buffer=256,
     )
+    return _rate(dataset, pairs, batch)
+
+
+def text_pair_rate(shards: str, size: int, pairs: int, batch: int = 192) -> float:
+    """Pairs/s of the text-pair reader (``TextPairDataset``) in this one process."""
+    dataset = TextPairDataset(
+        shards,
+        batch_size=batch,
+        text_transform=UnifontRenderer(image_size=size),
+        train=True,
+        shuffle_buffer=256,
+        leading_spaces=4,
+    )
+    return _rate(dataset, pairs, batch)
+
+
+def _rate(dataset, pairs: int, batch: int) -> float:
     batches = iter(dataset)
     next(batches)  # fills the shuffle buffer: not the steady state
     t0 = time.perf_counter()
     n = 0
     for b in itertools.islice(batches, max(1, pairs // batch)):
-        n += len(b["text"])
+        n += len(b["key"])
     return n / (time.perf_counter() - t0)
 
 
@@ -91,6 +113,7 @@ def main() -> None:
         "--gpu-rate", type=float, default=0.0,
         help="a GPU's training examples/s: print the loader workers it needs",
     )  # fmt: skip
+    p.add_argument("--text-pairs", default="", metavar="PATTERN", help="text-pair shards")
     args = p.parse_args()
     torch.set_num_threads(1)  # a loader worker is one process on one core
     print(f"shards {args.shards}; one process, 1 thread; pairs/s per loader worker")
@@ -102,6 +125,8 @@ def main() -> None:
         rates = [1 / s[k] for k in ("read", "decode", "augment", "render")] + [1 / total]
         loader = loader_rate(args.shards, size, args.pairs)
         print(f"{size:>5} " + " ".join(f"{r:>8.0f}" for r in rates) + f" {loader:>8.0f}")
+        if args.text_pairs:
+            print(f"      text pairs: {text_pair_rate(args.text_pairs, size, args.pairs):.0f}")
         if args.gpu_rate:
             print(f"      {args.gpu_rate:.0f} examples/s need {args.gpu_rate / loader:.1f} workers")
 
