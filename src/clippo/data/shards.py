@@ -460,14 +460,14 @@ class ShardDataset(IterableDataset):
         rng = sample_rng(self.seed, epoch, key, _TEXT_STREAM)
         return texts[int(rng.integers(len(texts)))]
 
-    def _text_inputs(self, texts: list[str], epoch: int, key: str) -> list[Any]:
-        """``text_transform`` of each of one example's ``texts``, each after its own number of
-        leading spaces (``leading_spaces``; none when 0)."""
-        if self.leading_spaces:
-            rng = sample_rng(self.seed, epoch, key, _SPACES_STREAM)
-            spaces = rng.integers(0, self.leading_spaces + 1, size=len(texts))
-            texts = [" " * int(n) + text for n, text in zip(spaces, texts, strict=True)]
-        return [self.text_transform(text) for text in texts]
+    def _spaced(self, texts: list[str], epoch: int, key: str) -> list[str]:
+        """One example's ``texts`` as ``text_transform`` reads them: each after its own number
+        of leading spaces (``leading_spaces``; unchanged when 0)."""
+        if not self.leading_spaces:
+            return texts
+        rng = sample_rng(self.seed, epoch, key, _SPACES_STREAM)
+        spaces = rng.integers(0, self.leading_spaces + 1, size=len(texts))
+        return [" " * int(n) + text for n, text in zip(spaces, texts, strict=True)]
 
     def _decoded(self, sample: Sample) -> Image.Image:
         """The RGB image of a sample that passed ``_check``; ``BadImageError`` if it does not
@@ -494,7 +494,7 @@ class ShardDataset(IterableDataset):
         text = self._pick_text(texts, epoch, key)
         out = {"image": pixels, "text": text, "texts": texts, "label": label, "key": key}
         if self.text_transform is not None:
-            (out["text_input"],) = self._text_inputs([text], epoch, key)
+            out["text_input"] = self.text_transform(self._spaced([text], epoch, key)[0])
         return out
 
     def _collate(self, examples: list[Sample], skips: Counter) -> dict[str, Any]:

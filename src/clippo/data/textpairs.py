@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import IterableDataset
 
 from clippo.data.shards import (
@@ -19,7 +21,6 @@ from clippo.data.shards import (
     expand_urls,
     iter_tar_samples,
     skip_entries,
-    stack_inputs,
 )
 from clippo.data.transforms import sample_rng
 
@@ -183,13 +184,13 @@ class TextPairDataset(ShardDataset):
         if self.join_pairs:
             examples = self._joined(examples)
         batch: dict[str, Any] = {k: [e[k] for e in examples] for k in ("text_a", "text_b", "key")}
-        if self.text_transform is not None:
-            inputs = [
-                self._text_inputs([e["text_a"], e["text_b"]], e["epoch"], e["key"])
-                for e in examples
-            ]
-            batch["text_a_input"] = stack_inputs([a for a, _ in inputs])
-            batch["text_b_input"] = stack_inputs([b for _, b in inputs])
+        if self.text_transform is not None:  # the whole batch in one call: a, b, a, b, ...
+            texts = []
+            for e in examples:
+                texts += self._spaced([e["text_a"], e["text_b"]], e["epoch"], e["key"])
+            inputs = np.asarray(self.text_transform(texts))
+            batch["text_a_input"] = torch.from_numpy(np.ascontiguousarray(inputs[0::2]))
+            batch["text_b_input"] = torch.from_numpy(np.ascontiguousarray(inputs[1::2]))
         batch.update(skip_entries(skips))
         return batch
 
