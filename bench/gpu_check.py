@@ -56,7 +56,7 @@ def _inputs(model, batch: int, size: int, device, seed: int = 0):
     return images.to(device), texts.to(device)
 
 
-def _flops_per_example(model, size: int, checkpointing: bool) -> float:
+def flops_per_example(model, size: int, checkpointing: bool) -> float:
     """Model FLOPs of one training example (image + text through the ViT): 6 per parameter and
     token in the blocks, plus attention's two matmuls; x4/3 with recomputed activations."""
     vit = model.image
@@ -175,7 +175,7 @@ def measure(setup, device, batch, bf16, **kw) -> dict:
     rate = _examples_per_s(step, setup["steps"], batch, device)
     out = {"examples_per_s": rate, "peak_memory_gib": _peak_memory(device)}
     if device.type == "cuda":
-        flops = _flops_per_example(model, setup["size"], kw.get("checkpointing", False))
+        flops = flops_per_example(model, setup["size"], kw.get("checkpointing", False))
         out["mfu"] = rate * flops / H200_BF16_FLOPS
     return out
 

@@ -19,7 +19,7 @@ import argparse
 import time
 
 import torch
-from gpu_check import _flops_per_example
+from gpu_check import flops_per_example
 from torch.profiler import ProfilerActivity, profile
 
 from clippo.losses import ContrastiveLoss
@@ -88,7 +88,7 @@ def measure(
             for _ in range(profile_steps):
                 step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-    flops = _flops_per_example(model, size, False) if isinstance(model, CLIPPO) else None
+    flops = flops_per_example(model, size, False) if isinstance(model, CLIPPO) else None
     return rate, count_parameters(model), batch, flops
 
 

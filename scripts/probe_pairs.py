@@ -61,10 +61,9 @@ def main() -> None:
     torch.set_num_threads(2)
     model = clippo.from_pretrained(args.model).eval()
 
-    def encode(texts: list[str]) -> torch.Tensor:
+    def encode(texts: list[str]) -> torch.Tensor:  # unit rows: encode_text normalises
         with torch.no_grad():
-            emb = encode_texts(model, texts)
-        return emb / emb.norm(dim=1, keepdim=True)
+            return encode_texts(model, texts)
 
     by_language = training_pairs(args.pairs)
     for lang in filter(None, args.languages.split(",")):
